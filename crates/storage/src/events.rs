@@ -1,0 +1,201 @@
+//! The Event Log contract: `append`, `query`, `verify_chain`, `stream`. There is no update and no
+//! delete: append-only holds because nothing here can express anything else.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use domain::chain::{ChainHead, Event, EventDraft, Verifier};
+use futures::Stream;
+use tokio::sync::watch;
+
+use crate::sequencer::Sequencer;
+use crate::write::{Committed, Entry};
+use crate::{Error, Result};
+
+/// How many events are read per page when verifying or streaming.
+const PAGE: usize = 2048;
+
+/// A backend that stores the chain.
+///
+/// Contract:
+/// - `commit` applies a batch atomically, in order, in ONE transaction: it reads the chain head
+///   inside the transaction (under the database's write lock, so concurrent writers in other
+///   processes link onto the same chain), and for each entry checks its mutation's precondition
+///   (`write::check_precondition`); an entry whose precondition fails gets its error and consumes
+///   no seq; every other entry is turned into rows by `write::prepare` and written with its
+///   mutation. Either the whole batch is durable when `commit` returns `Ok`, or nothing is
+///   (`Err`, usually [`Error::Unavailable`]).
+/// - `read` returns stored events in seq order, exactly the bytes that were committed.
+/// - `head` returns the last seq and hash ([`ChainHead::GENESIS`] when empty).
+#[async_trait]
+pub trait LogBackend: Send + Sync + 'static {
+    /// Commit a batch of entries (see the trait docs).
+    async fn commit(&self, batch: Vec<Entry>) -> Result<Vec<Result<Committed>>>;
+    /// Stored events matching `query`, in ascending seq order, at most `query.limit`.
+    async fn read(&self, query: &EventQuery) -> Result<Vec<StoredEvent>>;
+    /// The current head of the chain.
+    async fn head(&self) -> Result<ChainHead>;
+}
+
+/// A filter over the log. All set fields must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Smallest seq to return (inclusive); default 1.
+    pub from_seq: Option<u64>,
+    /// Largest seq to return (inclusive).
+    pub to_seq: Option<u64>,
+    /// Only these event types (any of them).
+    pub types: Vec<String>,
+    /// Only this subject.
+    pub subject: Option<String>,
+    /// At most this many events.
+    pub limit: Option<usize>,
+}
+
+/// An event as stored: its seq and its canonical bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Its position on the chain.
+    pub seq: u64,
+    /// The canonical bytes, `hash` included.
+    pub bytes: Vec<u8>,
+}
+
+impl StoredEvent {
+    /// Parse the stored bytes.
+    pub fn event(&self) -> Result<Event> {
+        serde_json::from_slice(&self.bytes)
+            .map_err(|e| Error::Corrupt(format!("event {} cannot be parsed: {e}", self.seq)))
+    }
+}
+
+/// A stream of events in seq order.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event>> + Send>>;
+
+/// The Event Log handle.
+#[derive(Clone)]
+pub struct EventLog {
+    backend: Arc<dyn LogBackend>,
+    sequencer: Sequencer,
+    /// How long a stream waits without a local wake-up before it looks again (a change committed
+    /// by another process has no local wake-up).
+    poll: Duration,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog").finish_non_exhaustive()
+    }
+}
+
+impl EventLog {
+    pub(crate) fn new(backend: Arc<dyn LogBackend>, sequencer: Sequencer, poll: Duration) -> Self {
+        EventLog { backend, sequencer, poll }
+    }
+
+    /// Append one event and return it as sealed on the chain.
+    pub async fn append(&self, draft: EventDraft) -> Result<Event> {
+        let mut out = self.append_all(vec![draft]).await?;
+        Ok(out.remove(0))
+    }
+
+    /// Append several events, contiguous and in order, atomically.
+    pub async fn append_all(&self, drafts: Vec<EventDraft>) -> Result<Vec<Event>> {
+        let entries = drafts.into_iter().map(|draft| Entry { draft, mutation: None }).collect();
+        self.sequencer
+            .commit(entries)
+            .await?
+            .into_iter()
+            .map(|r| r.map(|c| c.event))
+            .collect()
+    }
+
+    /// Events matching `query`, in seq order.
+    pub async fn query(&self, query: &EventQuery) -> Result<Vec<Event>> {
+        self.backend.read(query).await?.iter().map(StoredEvent::event).collect()
+    }
+
+    /// Stored bytes of the events matching `query` (for export).
+    pub async fn query_raw(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {
+        self.backend.read(query).await
+    }
+
+    /// How many transactions and events this handle's sequencer has committed (group commit at
+    /// work shows as far fewer batches than entries).
+    pub fn stats(&self) -> crate::sequencer::CommitStats {
+        self.sequencer.stats()
+    }
+
+    /// The current head: last seq (= number of events) and its hash.
+    pub async fn head(&self) -> Result<ChainHead> {
+        self.backend.head().await
+    }
+
+    /// Verify the whole chain from seq 1: every event's bytes canonical, its seq contiguous, its
+    /// `prev_hash` linked and its `hash` correct. Returns the verified head, or
+    /// [`Error::ChainBroken`] naming the first bad seq.
+    pub async fn verify_chain(&self) -> Result<ChainHead> {
+        let mut verifier = Verifier::new();
+        loop {
+            let from = verifier.head().seq + 1;
+            let page = self.backend.read(&EventQuery { from_seq: Some(from), limit: Some(PAGE), ..Default::default() }).await?;
+            if page.is_empty() {
+                return Ok(verifier.finish(None)?);
+            }
+            for stored in &page {
+                verifier.check(&stored.bytes)?;
+            }
+        }
+    }
+
+    /// Every event with seq greater than `after`, then each new one as it is committed. The stream
+    /// resumes by seq, so it never misses or repeats an event, whichever process wrote it; a
+    /// local commit wakes it at once, a commit by another process within the poll interval.
+    /// After an error the stream ends.
+    pub fn stream(&self, after: u64) -> EventStream {
+        let state = Some(Tail { backend: self.backend.clone(), wake: self.sequencer.head(), poll: self.poll, last: after, buffered: VecDeque::new() });
+        Box::pin(futures::stream::unfold(state, |state| async move {
+            let mut tail = state?;
+            match tail.next().await {
+                Ok(event) => Some((Ok(event), Some(tail))),
+                Err(e) => Some((Err(e), None)),
+            }
+        }))
+    }
+}
+
+/// The state behind [`EventLog::stream`].
+struct Tail {
+    backend: Arc<dyn LogBackend>,
+    wake: watch::Receiver<u64>,
+    poll: Duration,
+    last: u64,
+    buffered: VecDeque<Event>,
+}
+
+impl Tail {
+    /// The next event after `last`: from the buffer, else from a fresh page, else after waiting.
+    async fn next(&mut self) -> Result<Event> {
+        loop {
+            if let Some(event) = self.buffered.pop_front() {
+                self.last = event.seq;
+                return Ok(event);
+            }
+            // Mark the wake-up as seen before reading, so a commit after the read still wakes us.
+            self.wake.borrow_and_update();
+            let page = self.backend.read(&EventQuery { from_seq: Some(self.last + 1), limit: Some(PAGE), ..Default::default() }).await?;
+            if page.is_empty() {
+                if tokio::time::timeout(self.poll, self.wake.changed()).await.is_ok_and(|r| r.is_err()) {
+                    // The local sequencer is gone: only polling is left.
+                    tokio::time::sleep(self.poll).await;
+                }
+            }
+            for stored in page {
+                self.buffered.push_back(stored.event()?);
+            }
+        }
+    }
+}
