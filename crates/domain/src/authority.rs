@@ -64,12 +64,9 @@ impl fmt::Display for Widening {
             Widening::UnlimitedBudget(name) => {
                 write!(f, "budget `{name}` is unlimited but the parent limits it")
             }
-            Widening::Expiry { requested, limit } => write!(
-                f,
-                "expiry {} is later than the parent's {}",
-                requested.to_rfc3339(),
-                limit.to_rfc3339()
-            ),
+            Widening::Expiry { requested, limit } => {
+                write!(f, "expiry {} is later than the parent's {}", requested.to_rfc3339(), limit.to_rfc3339())
+            }
             Widening::NoExpiry(limit) => {
                 write!(f, "no expiry is set but the parent expires at {}", limit.to_rfc3339())
             }
@@ -115,9 +112,7 @@ impl Authority {
         }
         match (self.expires_at, parent.expires_at) {
             (None, Some(limit)) => out.push(Widening::NoExpiry(limit)),
-            (Some(requested), Some(limit)) if requested > limit => {
-                out.push(Widening::Expiry { requested, limit })
-            }
+            (Some(requested), Some(limit)) if requested > limit => out.push(Widening::Expiry { requested, limit }),
             _ => {}
         }
         out
@@ -181,9 +176,7 @@ impl Authority {
     pub fn charge(&self, name: &str, spent: u64, amount: u64) -> Result<u64, Widening> {
         let total = spent.saturating_add(amount);
         match self.budgets.get(name) {
-            Some(&limit) if total > limit => {
-                Err(Widening::Budget { name: name.to_string(), requested: total, limit })
-            }
+            Some(&limit) if total > limit => Err(Widening::Budget { name: name.to_string(), requested: total, limit }),
             _ => Ok(total),
         }
     }
@@ -249,8 +242,7 @@ mod tests {
     }
 
     fn pattern() -> impl Strategy<Value = String> {
-        prop::sample::select(vec!["*", "a", "a.*", "a.b", "a.b.*", "a.c", "b", "b.*", "b.a"])
-            .prop_map(str::to_string)
+        prop::sample::select(vec!["*", "a", "a.*", "a.b", "a.b.*", "a.c", "b", "b.*", "b.a"]).prop_map(str::to_string)
     }
 
     fn authority() -> impl Strategy<Value = Authority> {

@@ -166,8 +166,7 @@ impl Verifier {
     pub fn check(&mut self, bytes: &[u8]) -> Result<Event, ChainError> {
         let seq = self.head.seq + 1;
         let fail = |reason: String| ChainError { seq, reason };
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| fail(format!("not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| fail(format!("not valid JSON: {e}")))?;
         if !value.is_object() {
             return Err(fail("not a JSON object".into()));
         }
@@ -182,8 +181,8 @@ impl Verifier {
                 "expected seq {seq}, found {found} (an event was removed, inserted or reordered)"
             )));
         }
-        let event: Event = serde_json::from_value(value)
-            .map_err(|e| fail(format!("missing or malformed member: {e}")))?;
+        let event: Event =
+            serde_json::from_value(value).map_err(|e| fail(format!("missing or malformed member: {e}")))?;
         if event.prev_hash != self.head.hash {
             return Err(fail(format!(
                 "prev_hash does not match the hash of seq {} (that event or this one was altered)",
@@ -196,7 +195,8 @@ impl Verifier {
         let member = format!("\"hash\":\"{}\"", event.hash);
         let text = std::str::from_utf8(bytes).map_err(|e| fail(e.to_string()))?;
         let at = text.find(&member).ok_or_else(|| fail("hash member not found".into()))?;
-        let (start, end) = if bytes[at - 1] == b',' { (at - 1, at + member.len()) } else { (at, at + member.len() + 1) };
+        let (start, end) =
+            if bytes[at - 1] == b',' { (at - 1, at + member.len()) } else { (at, at + member.len() + 1) };
         let mut hasher = crate::digest::Hasher::new();
         hasher.update(&bytes[..start]);
         hasher.update(&bytes[end..]);

@@ -143,7 +143,14 @@ mod tests {
 
     #[test]
     fn refuses_malformed() {
-        for bad in ["", "sha256:", "sha512:00", "sha256:ABC", &format!("sha256:{}", "A".repeat(64)), &format!("sha256:{}", "0".repeat(63))] {
+        for bad in [
+            "",
+            "sha256:",
+            "sha512:00",
+            "sha256:ABC",
+            &format!("sha256:{}", "A".repeat(64)),
+            &format!("sha256:{}", "0".repeat(63)),
+        ] {
             let err = bad.parse::<Digest>().unwrap_err();
             assert!(err.to_string().contains("64 lower-case hex"), "{bad}");
         }

@@ -227,9 +227,6 @@ pub fn owner_references(resource: &Resource) -> Vec<Reference> {
         .metadata
         .owner_references
         .iter()
-        .map(|o| Reference {
-            edge: OWNER_EDGE.to_string(),
-            target: ObjectKey::new(&o.kind, &namespace, &o.name),
-        })
+        .map(|o| Reference { edge: OWNER_EDGE.to_string(), target: ObjectKey::new(&o.kind, &namespace, &o.name) })
         .collect()
 }

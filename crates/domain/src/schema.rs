@@ -51,10 +51,16 @@ pub fn validate(info: &KindInfo, resource: &Value) -> Result<(), Vec<FieldError>
 /// [`kinds::CustomKind::validate`] adds the metadata rules). A schema that does not compile is
 /// reported as an error at the empty path.
 pub fn validate_with_schema(schema: &Value, resource: &Value) -> Result<(), Vec<FieldError>> {
-    match jsonschema::validator_for(schema) {
+    match compile(schema) {
         Ok(validator) => finish(errors_of(&validator, resource)),
         Err(e) => Err(vec![FieldError::new("", format!("the schema is not valid: {e}"))]),
     }
+}
+
+/// Compiles a JSON Schema the way every schema is compiled here: formats (`date-time`, `uri`,
+/// ...) are asserted, not merely annotations, and unknown formats are ignored.
+pub fn compile(schema: &Value) -> Result<Validator, String> {
+    jsonschema::options().should_validate_formats(true).build(schema).map_err(|e| e.to_string())
 }
 
 /// The metadata rules every resource follows, whatever its kind. Only fields that are present
@@ -68,10 +74,8 @@ pub fn check_metadata(resource: &Value, namespaced: bool) -> Vec<FieldError> {
         errors.push(FieldError::new("metadata.name", e));
     }
     match (namespaced, meta.get("namespace").filter(|v| !v.is_null())) {
-        (true, None) => errors.push(FieldError::new(
-            "metadata.namespace",
-            "is required: resources of this kind live in a namespace",
-        )),
+        (true, None) => errors
+            .push(FieldError::new("metadata.namespace", "is required: resources of this kind live in a namespace")),
         (true, Some(Value::String(ns))) if ns.is_empty() => {
             errors.push(FieldError::new("metadata.namespace", "must not be empty"))
         }
@@ -80,10 +84,8 @@ pub fn check_metadata(resource: &Value, namespaced: bool) -> Vec<FieldError> {
                 errors.push(FieldError::new("metadata.namespace", e));
             }
         }
-        (false, Some(_)) => errors.push(FieldError::new(
-            "metadata.namespace",
-            "must not be set: resources of this kind are cluster-scoped",
-        )),
+        (false, Some(_)) => errors
+            .push(FieldError::new("metadata.namespace", "must not be set: resources of this kind are cluster-scoped")),
         _ => {}
     }
     if let Some(labels) = meta.get("labels").and_then(Value::as_object) {
@@ -100,7 +102,10 @@ pub fn check_metadata(resource: &Value, namespaced: bool) -> Vec<FieldError> {
     if let Some(annotations) = meta.get("annotations").and_then(Value::as_object) {
         for key in annotations.keys() {
             if let Err(e) = names::check_label_key(key) {
-                errors.push(FieldError::new(format!("metadata.annotations.{key}"), e.replace("label key", "annotation key")));
+                errors.push(FieldError::new(
+                    format!("metadata.annotations.{key}"),
+                    e.replace("label key", "annotation key"),
+                ));
             }
         }
     }
@@ -118,10 +123,8 @@ fn finish(mut errors: Vec<FieldError>) -> Result<(), Vec<FieldError>> {
 fn schema_errors(info: &KindInfo, resource: &Value) -> Vec<FieldError> {
     static CACHE: [OnceLock<Result<Validator, String>>; kinds::BUILTIN_COUNT] =
         [const { OnceLock::new() }; kinds::BUILTIN_COUNT];
-    let compile = || {
-        jsonschema::validator_for(&(info.schema)())
-            .map_err(|e| format!("the schema of {} does not compile: {e}", info.kind))
-    };
+    let compile =
+        || compile(&(info.schema)()).map_err(|e| format!("the schema of {} does not compile: {e}", info.kind));
     let cached;
     let fresh;
     let validator = match kinds::builtin().iter().position(|k| std::ptr::eq(k, info)) {
@@ -176,6 +179,27 @@ fn convert(error: &ValidationError<'_>, root: &Value, out: &mut Vec<FieldError>)
         }
         ValidationErrorKind::Pattern { pattern } => {
             out.push(FieldError::new(path, format!("must match the pattern `{pattern}` (is {here})")));
+        }
+        ValidationErrorKind::Format { format } => {
+            out.push(FieldError::new(path, format!("must be a valid {format} (is {here})")));
+        }
+        ValidationErrorKind::Minimum { limit } => {
+            out.push(FieldError::new(path, format!("must be at least {limit} (is {here})")));
+        }
+        ValidationErrorKind::Maximum { limit } => {
+            out.push(FieldError::new(path, format!("must be at most {limit} (is {here})")));
+        }
+        ValidationErrorKind::MinItems { limit } => {
+            out.push(FieldError::new(path, format!("must have at least {limit} item{}", plural(*limit))));
+        }
+        ValidationErrorKind::MaxItems { limit } => {
+            out.push(FieldError::new(path, format!("must have at most {limit} item{}", plural(*limit))));
+        }
+        ValidationErrorKind::MinLength { limit } => {
+            out.push(FieldError::new(path, format!("must be at least {limit} character{} long", plural(*limit))));
+        }
+        ValidationErrorKind::MaxLength { limit } => {
+            out.push(FieldError::new(path, format!("must be at most {limit} character{} long", plural(*limit))));
         }
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
             alternatives(context, pointer, &path, here, root, out);
@@ -232,10 +256,7 @@ fn alternatives(
         let deepest = branch.iter().map(|e| e.instance_path().as_str().matches('/').count()).max();
         (deepest.unwrap_or(0), usize::MAX - branch.len())
     };
-    let closest = context
-        .iter()
-        .filter(|branch| !branch.iter().all(shallow))
-        .max_by_key(|branch| depth(branch));
+    let closest = context.iter().filter(|branch| !branch.iter().all(shallow)).max_by_key(|branch| depth(branch));
     for e in closest.into_iter().flatten() {
         convert(e, root, out);
     }
@@ -271,9 +292,11 @@ fn join(path: &str, field: &str) -> String {
 
 fn types_text(kind: &TypeKind) -> String {
     match kind {
-        TypeKind::Single(t) => format!("{}", a_type(&t.to_string())),
+        TypeKind::Single(t) => a_type(&t.to_string()),
         TypeKind::Multiple(set) => {
-            set.iter().map(|t| a_type(&t.to_string())).collect::<Vec<_>>().join(" or ")
+            // `null` reads best last: "an integer or null".
+            let (nulls, others): (Vec<_>, Vec<_>) = set.iter().map(|t| t.to_string()).partition(|t| t == "null");
+            others.iter().chain(&nulls).map(|t| a_type(t)).collect::<Vec<_>>().join(" or ")
         }
     }
 }
@@ -303,6 +326,10 @@ fn list(options: &Value) -> String {
         Some(items) => items.iter().map(Value::to_string).collect::<Vec<_>>().join(", "),
         None => options.to_string(),
     }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 fn lower_first(s: &str) -> String {
@@ -384,7 +411,7 @@ mod tests {
     fn a_wrong_type_or_value_is_named_by_its_path() {
         let mut m = manifest("Graph");
         m["spec"]["maxParallelNodes"] = json!("four");
-        assert_eq!(one(&m), FieldError::new("spec.maxParallelNodes", "must be an integer (is a string)"));
+        assert_eq!(one(&m), FieldError::new("spec.maxParallelNodes", "must be an integer or null (is a string)"));
 
         let mut m = manifest("Node");
         m["spec"]["dependsOn"] = json!(["collect-changes", 7]);
@@ -413,7 +440,14 @@ mod tests {
 
         let mut m = manifest("Workflow");
         m["spec"]["steps"] = json!([]);
-        assert_eq!(one(&m).path, "spec.steps");
+        assert_eq!(one(&m), FieldError::new("spec.steps", "must have at least 1 item"));
+
+        let mut m = manifest("Graph");
+        m["spec"]["authority"]["expiresAt"] = json!("next tuesday");
+        assert_eq!(
+            one(&m),
+            FieldError::new("spec.authority.expiresAt", r#"must be a valid date-time (is "next tuesday")"#)
+        );
 
         let mut m = manifest("Graph");
         m["apiVersion"] = json!("r5e.ai/v1");
@@ -421,7 +455,7 @@ mod tests {
 
         let mut m = manifest("Graph");
         m["spec"]["authority"]["budgets"]["tokens"] = json!(-1);
-        assert_eq!(one(&m).path, "spec.authority.budgets.tokens");
+        assert_eq!(one(&m), FieldError::new("spec.authority.budgets.tokens", "must be at least 0 (is -1)"));
     }
 
     #[test]

@@ -242,7 +242,10 @@ impl Parser<'_> {
                 Operator::NotIn(self.set()?)
             }
             (pos, t) => {
-                return Err((pos, format!("expected `=`, `==`, `!=`, `in`, `notin`, `,` or the end, found {}", describe(&t))));
+                return Err((
+                    pos,
+                    format!("expected `=`, `==`, `!=`, `in`, `notin`, `,` or the end, found {}", describe(&t)),
+                ));
             }
         };
         Ok(Requirement { key, op })
@@ -331,8 +334,12 @@ impl LabelSelector {
                 ("NotIn", false) => Operator::NotIn(values),
                 ("Exists", true) => Operator::Exists,
                 ("DoesNotExist", true) => Operator::DoesNotExist,
-                ("In" | "NotIn", true) => return Err(format!("`{}` on `{}` needs at least one value", e.operator, e.key)),
-                ("Exists" | "DoesNotExist", false) => return Err(format!("`{}` on `{}` takes no values", e.operator, e.key)),
+                ("In" | "NotIn", true) => {
+                    return Err(format!("`{}` on `{}` needs at least one value", e.operator, e.key));
+                }
+                ("Exists" | "DoesNotExist", false) => {
+                    return Err(format!("`{}` on `{}` takes no values", e.operator, e.key));
+                }
                 (other, _) => return Err(format!("unknown operator `{other}`: use In, NotIn, Exists or DoesNotExist")),
             };
             requirements.push(Requirement { key: e.key.clone(), op });
@@ -353,9 +360,23 @@ mod tests {
     #[test]
     fn every_operator() {
         let l = labels(&[("app", "web"), ("tier", "front"), ("r5e.ai/role", "reviewer")]);
-        let yes = ["", "app=web", "app==web", "app!=db", "missing!=x", "tier in (front,back)", "tier notin (db)",
-            "missing notin (x)", "app", "!missing", "r5e.ai/role=reviewer", " app = web , tier ", "app in (web)"];
-        let no = ["app=db", "app!=web", "tier in (back)", "tier notin (front, back)", "missing", "!app", "missing in (x)"];
+        let yes = [
+            "",
+            "app=web",
+            "app==web",
+            "app!=db",
+            "missing!=x",
+            "tier in (front,back)",
+            "tier notin (db)",
+            "missing notin (x)",
+            "app",
+            "!missing",
+            "r5e.ai/role=reviewer",
+            " app = web , tier ",
+            "app in (web)",
+        ];
+        let no =
+            ["app=db", "app!=web", "tier in (back)", "tier notin (front, back)", "missing", "!app", "missing in (x)"];
         for s in yes {
             assert!(s.parse::<Selector>().unwrap().matches(&l), "{s}");
         }
@@ -399,9 +420,23 @@ mod tests {
         let s = ls.to_selector().unwrap();
         assert_eq!(s.to_string(), "role=reviewer,model notin (m1),!gpu");
         assert!(s.matches(&labels(&[("role", "reviewer"), ("model", "m2")])));
-        let bad = LabelSelector { match_expressions: vec![LabelSelectorRequirement { key: "a".into(), operator: "Exists".into(), values: vec!["x".into()] }], ..Default::default() };
+        let bad = LabelSelector {
+            match_expressions: vec![LabelSelectorRequirement {
+                key: "a".into(),
+                operator: "Exists".into(),
+                values: vec!["x".into()],
+            }],
+            ..Default::default()
+        };
         assert!(bad.to_selector().unwrap_err().contains("takes no values"));
-        let bad = LabelSelector { match_expressions: vec![LabelSelectorRequirement { key: "a".into(), operator: "Near".into(), values: vec![] }], ..Default::default() };
+        let bad = LabelSelector {
+            match_expressions: vec![LabelSelectorRequirement {
+                key: "a".into(),
+                operator: "Near".into(),
+                values: vec![],
+            }],
+            ..Default::default()
+        };
         assert!(bad.to_selector().unwrap_err().contains("unknown operator `Near`"));
     }
 
@@ -411,16 +446,21 @@ mod tests {
     fn val() -> impl Strategy<Value = String> {
         prop::sample::select(vec!["", "x", "y", "z-1"]).prop_map(str::to_string)
     }
+    fn set() -> impl Strategy<Value = BTreeSet<String>> {
+        prop::collection::btree_set(val().prop_filter("non-empty", |v| !v.is_empty()), 1..3)
+    }
     fn requirement() -> impl Strategy<Value = Requirement> {
-        let set = prop::collection::btree_set(val().prop_filter("non-empty", |v| !v.is_empty()), 1..3);
-        (key(), prop_oneof![
-            val().prop_map(Operator::Equals),
-            val().prop_map(Operator::NotEquals),
-            set.clone().prop_map(Operator::In),
-            set.prop_map(Operator::NotIn),
-            Just(Operator::Exists),
-            Just(Operator::DoesNotExist),
-        ])
+        (
+            key(),
+            prop_oneof![
+                val().prop_map(Operator::Equals),
+                val().prop_map(Operator::NotEquals),
+                set().prop_map(Operator::In),
+                set().prop_map(Operator::NotIn),
+                Just(Operator::Exists),
+                Just(Operator::DoesNotExist),
+            ],
+        )
             .prop_map(|(key, op)| Requirement { key, op })
     }
 

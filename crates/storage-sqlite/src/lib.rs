@@ -36,7 +36,8 @@ impl SqliteBackend {
     /// Open (creating if needed) the database file at `path` and apply migrations.
     pub async fn open(path: &Path) -> Result<SqliteBackend> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(db)?
@@ -82,13 +83,14 @@ async fn read_head(tx: &mut Tx) -> Result<ChainHead> {
 }
 
 async fn stored_version(tx: &mut Tx, key: &ObjectKey) -> Result<Option<u64>> {
-    let rv: Option<i64> = sqlx::query_scalar("SELECT resource_version FROM resources WHERE kind = $1 AND namespace = $2 AND name = $3")
-        .bind(&key.kind)
-        .bind(&key.namespace)
-        .bind(&key.name)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db)?;
+    let rv: Option<i64> =
+        sqlx::query_scalar("SELECT resource_version FROM resources WHERE kind = $1 AND namespace = $2 AND name = $3")
+            .bind(&key.kind)
+            .bind(&key.namespace)
+            .bind(&key.name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?;
     Ok(rv.map(|v| v as u64))
 }
 
@@ -164,7 +166,9 @@ impl LogBackend for SqliteBackend {
         for entry in batch {
             if let Some(m) = &entry.mutation {
                 let key = m.key();
-                if let Err(e) = storage::check_precondition(&key, m.precondition(), stored_version(&mut tx, &key).await?) {
+                if let Err(e) =
+                    storage::check_precondition(&key, m.precondition(), stored_version(&mut tx, &key).await?)
+                {
                     results.push(Err(e));
                     continue;
                 }
@@ -229,13 +233,14 @@ impl LogBackend for SqliteBackend {
 #[async_trait]
 impl GraphBackend for SqliteBackend {
     async fn get(&self, key: &ObjectKey) -> Result<Option<Resource>> {
-        let body: Option<String> = sqlx::query_scalar("SELECT body FROM resources WHERE kind = $1 AND namespace = $2 AND name = $3")
-            .bind(&key.kind)
-            .bind(&key.namespace)
-            .bind(&key.name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM resources WHERE kind = $1 AND namespace = $2 AND name = $3")
+                .bind(&key.kind)
+                .bind(&key.namespace)
+                .bind(&key.name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
         body.as_deref().map(parse_resource).transpose()
     }
 
@@ -252,7 +257,11 @@ impl GraphBackend for SqliteBackend {
         }
         if let Some(after) = &query.after {
             q.push(" AND (r.kind, r.namespace, r.name) > (");
-            q.push_bind(after.kind.clone()).push(", ").push_bind(after.namespace.clone()).push(", ").push_bind(after.name.clone());
+            q.push_bind(after.kind.clone())
+                .push(", ")
+                .push_bind(after.namespace.clone())
+                .push(", ")
+                .push_bind(after.name.clone());
             q.push(")");
         }
         selector_sql::push(&mut q, &query.selector);
@@ -265,7 +274,11 @@ impl GraphBackend for SqliteBackend {
 
     async fn traverse(&self, start: &ObjectKey, query: &TraverseQuery) -> Result<Vec<Hit>> {
         let mut q = QueryBuilder::<Sqlite>::new("WITH RECURSIVE walk(kind, namespace, name, depth) AS (SELECT ");
-        q.push_bind(start.kind.clone()).push(", ").push_bind(start.namespace.clone()).push(", ").push_bind(start.name.clone());
+        q.push_bind(start.kind.clone())
+            .push(", ")
+            .push_bind(start.namespace.clone())
+            .push(", ")
+            .push_bind(start.name.clone());
         q.push(", 0");
         let steps: &[(&str, &str)] = match query.direction {
             Direction::Outgoing => &[("e.to_", "e.")],

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use domain::Digest;
+use r5e_storage_sqlite::SqliteBackend;
 use storage::conformance::{CasFixture, Fixture, RowEdit};
 use storage::{Backend, CasBackend, FsCas};
-use r5e_storage_sqlite::SqliteBackend;
 
 struct Sqlite {
     dir: tempfile::TempDir,
@@ -31,7 +31,8 @@ impl Fixture for Sqlite {
     async fn tamper(&self, edit: RowEdit) {
         let backend = SqliteBackend::open(&self.path()).await.unwrap();
         let pool = backend.pool();
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT seq, body FROM events ORDER BY seq").fetch_all(pool).await.unwrap();
+        let rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, body FROM events ORDER BY seq").fetch_all(pool).await.unwrap();
         let rows = edit(rows.into_iter().map(|(s, b)| (s as u64, b)).collect());
         // Someone with the file in hand can drop the append-only triggers; the chain still tells.
         let mut tx = pool.begin().await.unwrap();

@@ -92,4 +92,3 @@ impl Cas {
         self.backend.digests().await
     }
 }
-

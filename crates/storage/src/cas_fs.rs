@@ -23,12 +23,14 @@ impl FsCas {
         let blobs = root.join("blobs").join("sha256");
         let tmp = root.join("blobs").join("tmp");
         for dir in [&blobs, &tmp] {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
         Ok(FsCas { blobs, tmp })
     }
 
-    fn path(&self, digest: &Digest) -> PathBuf {
+    /// Where the blob named `digest` lives (whether or not it is stored).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.blobs.join(digest.hex())
     }
 }
@@ -44,7 +46,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[async_trait]
 impl CasBackend for FsCas {
     async fn put(&self, digest: &Digest, bytes: Vec<u8>) -> Result<bool> {
-        let target = self.path(digest);
+        let target = self.blob_path(digest);
         if tokio::fs::try_exists(&target).await.map_err(|e| io(&target, e))? {
             return Ok(false);
         }
@@ -69,7 +71,7 @@ impl CasBackend for FsCas {
     }
 
     async fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
-        let path = self.path(digest);
+        let path = self.blob_path(digest);
         blocking(move || match std::fs::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -79,12 +81,12 @@ impl CasBackend for FsCas {
     }
 
     async fn contains(&self, digest: &Digest) -> Result<bool> {
-        let path = self.path(digest);
+        let path = self.blob_path(digest);
         tokio::fs::try_exists(&path).await.map_err(|e| io(&path, e))
     }
 
     async fn remove(&self, digest: &Digest) -> Result<bool> {
-        let path = self.path(digest);
+        let path = self.blob_path(digest);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

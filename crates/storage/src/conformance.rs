@@ -69,7 +69,10 @@ pub async fn create_then_get(f: &dyn Fixture) {
     assert!(m.creation_timestamp.is_some());
     assert_eq!(created.resource_version(), Some(1));
     assert_eq!(s.graph.get(&created.key()).await.unwrap(), created);
-    assert_eq!(s.graph.get(&ObjectKey::new("Graph", "default", "nope")).await, Err(Error::NotFound("Graph/default/nope".into())));
+    assert_eq!(
+        s.graph.get(&ObjectKey::new("Graph", "default", "nope")).await,
+        Err(Error::NotFound("Graph/default/nope".into()))
+    );
 
     let mut with_rv = graph_res("default", "g2");
     with_rv.metadata.resource_version = Some("5".into());
@@ -136,7 +139,9 @@ pub async fn update_rules(f: &dyn Fixture) {
 
     let mut bad_uid = v5.clone();
     bad_uid.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
-    assert!(matches!(s.graph.update(bad_uid, "user:test").await, Err(Error::Invalid(m)) if m.contains("uid is immutable")));
+    assert!(
+        matches!(s.graph.update(bad_uid, "user:test").await, Err(Error::Invalid(m)) if m.contains("uid is immutable"))
+    );
     let mut bad_rv = v5.clone();
     bad_rv.metadata.resource_version = Some("abc".into());
     assert!(matches!(s.graph.update(bad_rv, "user:test").await, Err(Error::Invalid(_))));
@@ -199,7 +204,11 @@ pub async fn delete_and_finalizers(f: &dyn Fixture) {
     let last = s.graph.update(release, "controller").await.unwrap();
     assert!(last.metadata.finalizers.is_empty());
     assert!(matches!(s.graph.get(&guarded.key()).await, Err(Error::NotFound(_))));
-    let events = s.events.query(&EventQuery { subject: Some("Graph/default/guarded".into()), ..Default::default() }).await.unwrap();
+    let events = s
+        .events
+        .query(&EventQuery { subject: Some("Graph/default/guarded".into()), ..Default::default() })
+        .await
+        .unwrap();
     let types: Vec<&str> = events.iter().map(|e| e.type_.as_str()).collect();
     assert_eq!(types, ["resource.created", "resource.updated", "resource.deleted"]);
 }
@@ -220,30 +229,40 @@ pub async fn list_and_paginate(f: &dyn Fixture) {
         pages += 1;
         assert!(page.items.len() <= 5);
         assert!(page.items.iter().all(|r| r.resource_version().unwrap() <= page.resource_version));
-        names.extend(page.items.iter().map(|r| format!("{}/{}", r.metadata.namespace.as_deref().unwrap(), r.metadata.name)));
+        names.extend(
+            page.items.iter().map(|r| format!("{}/{}", r.metadata.namespace.as_deref().unwrap(), r.metadata.name)),
+        );
         match page.continue_token {
             Some(t) => token = Some(t),
             None => break,
         }
     }
     assert_eq!(pages, 3);
-    let mut expected: Vec<String> = (0..12).map(|i| format!("{}/g{i:02}", if i % 2 == 0 { "a" } else { "b" })).collect();
+    let mut expected: Vec<String> =
+        (0..12).map(|i| format!("{}/g{i:02}", if i % 2 == 0 { "a" } else { "b" })).collect();
     expected.sort();
     assert_eq!(names, expected);
 
-    let in_a = s.graph.list(ListQuery { kind: Some("Graph".into()), namespace: Some("a".into()), ..Default::default() }, None).await.unwrap();
+    let in_a = s
+        .graph
+        .list(ListQuery { kind: Some("Graph".into()), namespace: Some("a".into()), ..Default::default() }, None)
+        .await
+        .unwrap();
     assert_eq!(in_a.items.len(), 6);
     assert!(in_a.continue_token.is_none());
     let everything = s.graph.list(ListQuery::default(), None).await.unwrap();
     assert_eq!(everything.items.len(), 24);
     assert_eq!(everything.resource_version, event_count(&s).await);
-    assert!(matches!(s.graph.list(q, Some("not-a-token")).await, Err(Error::Invalid(m)) if m.contains("continue token")));
+    assert!(
+        matches!(s.graph.list(q, Some("not-a-token")).await, Err(Error::Invalid(m)) if m.contains("continue token"))
+    );
 }
 
 /// `query_by_labels` agrees with the selector semantics of the domain, operator by operator.
 pub async fn query_by_labels_matches_selector_semantics(f: &dyn Fixture) {
     let s = store(f).await;
-    let specs: &[(&str, &str, &[(&str, &str)])] = &[
+    type Spec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let specs: &[Spec] = &[
         ("Agent", "a1", &[("role", "reviewer"), ("model", "m1")]),
         ("Agent", "a2", &[("role", "task"), ("model", "m2")]),
         ("Agent", "a3", &[("role", "task")]),
@@ -255,14 +274,27 @@ pub async fn query_by_labels_matches_selector_semantics(f: &dyn Fixture) {
         all.push(s.graph.create(labelled(kind, "default", name, labels), "user:test").await.unwrap());
     }
     s.graph.create(labelled("Agent", "other", "a9", &[("role", "task")]), "user:test").await.unwrap();
-    for sel in ["", "role=reviewer", "role==task", "role!=task", "model in (m1,m2)", "model notin (m1)", "model", "!model",
-        "role=task,model", "r5e.ai/tier=gold", "role in (reviewer),!r5e.ai/tier", "missing=x"]
-    {
+    for sel in [
+        "",
+        "role=reviewer",
+        "role==task",
+        "role!=task",
+        "model in (m1,m2)",
+        "model notin (m1)",
+        "model",
+        "!model",
+        "role=task,model",
+        "r5e.ai/tier=gold",
+        "role in (reviewer),!r5e.ai/tier",
+        "missing=x",
+    ] {
         let selector: Selector = sel.parse().unwrap();
         for kind in [None, Some("Agent")] {
             let got = s.graph.query_by_labels(&selector, kind, Some("default")).await.unwrap();
-            let mut want: Vec<&Resource> =
-                all.iter().filter(|r| selector.matches(&r.metadata.labels) && kind.is_none_or(|k| r.kind == k)).collect();
+            let mut want: Vec<&Resource> = all
+                .iter()
+                .filter(|r| selector.matches(&r.metadata.labels) && kind.is_none_or(|k| r.kind == k))
+                .collect();
             want.sort_by_key(|r| r.key());
             let got_keys: Vec<ObjectKey> = got.iter().map(Resource::key).collect();
             let want_keys: Vec<ObjectKey> = want.iter().map(|r| r.key()).collect();
@@ -277,9 +309,16 @@ pub async fn query_by_labels_matches_selector_semantics(f: &dyn Fixture) {
 pub async fn traverse_typed_edges(f: &dyn Fixture) {
     let s = store(f).await;
     let g = s.graph.create(graph_res("w", "g"), "user:test").await.unwrap();
-    s.graph.create(Resource::new("Node", Some("w"), "n1", json!({"graphRef": {"name": "g"}})), "user:test").await.unwrap();
-    let n2 = s.graph
-        .create(Resource::new("Node", Some("w"), "n2", json!({"graphRef": {"name": "g"}, "dependsOn": ["n1"]})), "user:test")
+    s.graph
+        .create(Resource::new("Node", Some("w"), "n1", json!({"graphRef": {"name": "g"}})), "user:test")
+        .await
+        .unwrap();
+    let n2 = s
+        .graph
+        .create(
+            Resource::new("Node", Some("w"), "n2", json!({"graphRef": {"name": "g"}, "dependsOn": ["n1"]})),
+            "user:test",
+        )
         .await
         .unwrap();
     let mut task = Resource::new("Task", Some("w"), "t", json!({"nodeRef": {"name": "n2"}, "graphRef": {"name": "g"}}));
@@ -293,7 +332,10 @@ pub async fn traverse_typed_edges(f: &dyn Fixture) {
     }];
     let t = s.graph.create(task, "user:test").await.unwrap();
     // A reference to something that does not exist yet is stored but reaches nothing.
-    s.graph.create(Resource::new("Node", Some("w"), "n3", json!({"graphRef": {"name": "absent"}})), "user:test").await.unwrap();
+    s.graph
+        .create(Resource::new("Node", Some("w"), "n3", json!({"graphRef": {"name": "absent"}})), "user:test")
+        .await
+        .unwrap();
 
     let names = |hits: Vec<crate::Hit>| -> Vec<(String, u32)> {
         hits.into_iter().map(|h| (format!("{}/{}", h.resource.kind, h.resource.metadata.name), h.depth)).collect()
@@ -303,12 +345,18 @@ pub async fn traverse_typed_edges(f: &dyn Fixture) {
         max_depth: depth,
         edges: edges.iter().map(|e| e.to_string()).collect(),
     };
-    assert_eq!(names(s.graph.traverse(&t.key(), &q(Direction::Outgoing, 1, &[])).await.unwrap()), [("Graph/g".into(), 1), ("Node/n2".into(), 1)]);
+    assert_eq!(
+        names(s.graph.traverse(&t.key(), &q(Direction::Outgoing, 1, &[])).await.unwrap()),
+        [("Graph/g".into(), 1), ("Node/n2".into(), 1)]
+    );
     assert_eq!(
         names(s.graph.traverse(&t.key(), &q(Direction::Outgoing, 2, &[])).await.unwrap()),
         [("Graph/g".into(), 1), ("Node/n2".into(), 1), ("Node/n1".into(), 2)]
     );
-    assert_eq!(names(s.graph.traverse(&t.key(), &q(Direction::Outgoing, 5, &["owner"])).await.unwrap()), [("Node/n2".into(), 1)]);
+    assert_eq!(
+        names(s.graph.traverse(&t.key(), &q(Direction::Outgoing, 5, &["owner"])).await.unwrap()),
+        [("Node/n2".into(), 1)]
+    );
     assert_eq!(
         names(s.graph.traverse(&g.key(), &q(Direction::Incoming, 1, &[])).await.unwrap()),
         [("Node/n1".into(), 1), ("Node/n2".into(), 1), ("Task/t".into(), 1)]
@@ -343,7 +391,7 @@ pub async fn append_links_events(f: &dyn Fixture) {
 
 fn draft(i: u64) -> EventDraft {
     EventDraft {
-        type_: if i % 2 == 0 { "test.even".into() } else { "test.odd".into() },
+        type_: if i.is_multiple_of(2) { "test.even".into() } else { "test.odd".into() },
         actor: "user:test".into(),
         subject: format!("Thing/default/t{}", i % 3),
         data: json!({"i": i}),
@@ -377,7 +425,7 @@ pub async fn concurrent_writers_make_one_chain(f: &dyn Fixture) {
         seqs.extend(t.await.unwrap());
     }
     seqs.sort();
-    let total = (writers * per_writer) as u64;
+    let total = writers * per_writer;
     assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "every seq exactly once, no gap");
     assert_eq!(s.events.verify_chain().await.unwrap().seq, total);
     let stats = s.events.stats();
@@ -438,14 +486,27 @@ pub async fn query_filters(f: &dyn Fixture) {
         async move { s.events.query(&q).await.unwrap().into_iter().map(|e| e.seq).collect::<Vec<_>>() }
     };
     assert_eq!(seqs(EventQuery { from_seq: Some(5), to_seq: Some(8), ..Default::default() }).await, [5, 6, 7, 8]);
-    assert_eq!(seqs(EventQuery { types: vec!["test.even".into()], limit: Some(3), ..Default::default() }).await, [2, 4, 6]);
-    assert_eq!(seqs(EventQuery { subject: Some("Thing/default/t0".into()), ..Default::default() }).await, [3, 6, 9, 12, 15, 18]);
     assert_eq!(
-        seqs(EventQuery { types: vec!["test.odd".into()], subject: Some("Thing/default/t0".into()), from_seq: Some(4), ..Default::default() }).await,
+        seqs(EventQuery { types: vec!["test.even".into()], limit: Some(3), ..Default::default() }).await,
+        [2, 4, 6]
+    );
+    assert_eq!(
+        seqs(EventQuery { subject: Some("Thing/default/t0".into()), ..Default::default() }).await,
+        [3, 6, 9, 12, 15, 18]
+    );
+    assert_eq!(
+        seqs(EventQuery {
+            types: vec!["test.odd".into()],
+            subject: Some("Thing/default/t0".into()),
+            from_seq: Some(4),
+            ..Default::default()
+        })
+        .await,
         [9, 15]
     );
     assert!(seqs(EventQuery { from_seq: Some(21), ..Default::default() }).await.is_empty());
-    let raw = s.events.query_raw(&EventQuery { from_seq: Some(1), limit: Some(1), ..Default::default() }).await.unwrap();
+    let raw =
+        s.events.query_raw(&EventQuery { from_seq: Some(1), limit: Some(1), ..Default::default() }).await.unwrap();
     assert_eq!(raw[0].event().unwrap().seq, 1);
 }
 
@@ -566,7 +627,10 @@ pub async fn cas_round_trip(f: &dyn CasFixture) {
         assert!(c.exists(&d).await.unwrap());
         assert_eq!(c.resolve(&d).await.unwrap(), bytes);
     }
-    assert_eq!(c.store(b"abc".to_vec()).await.unwrap().to_string(), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_eq!(
+        c.store(b"abc".to_vec()).await.unwrap().to_string(),
+        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
 }
 
 /// Storing the same bytes twice is one blob; list is sorted; delete removes; a missing blob is

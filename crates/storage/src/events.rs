@@ -105,12 +105,7 @@ impl EventLog {
     /// Append several events, contiguous and in order, atomically.
     pub async fn append_all(&self, drafts: Vec<EventDraft>) -> Result<Vec<Event>> {
         let entries = drafts.into_iter().map(|draft| Entry { draft, mutation: None }).collect();
-        self.sequencer
-            .commit(entries)
-            .await?
-            .into_iter()
-            .map(|r| r.map(|c| c.event))
-            .collect()
+        self.sequencer.commit(entries).await?.into_iter().map(|r| r.map(|c| c.event)).collect()
     }
 
     /// Events matching `query`, in seq order.
@@ -141,7 +136,10 @@ impl EventLog {
         let mut verifier = Verifier::new();
         loop {
             let from = verifier.head().seq + 1;
-            let page = self.backend.read(&EventQuery { from_seq: Some(from), limit: Some(PAGE), ..Default::default() }).await?;
+            let page = self
+                .backend
+                .read(&EventQuery { from_seq: Some(from), limit: Some(PAGE), ..Default::default() })
+                .await?;
             if page.is_empty() {
                 return Ok(verifier.finish(None)?);
             }
@@ -156,7 +154,13 @@ impl EventLog {
     /// local commit wakes it at once, a commit by another process within the poll interval.
     /// After an error the stream ends.
     pub fn stream(&self, after: u64) -> EventStream {
-        let state = Some(Tail { backend: self.backend.clone(), wake: self.sequencer.head(), poll: self.poll, last: after, buffered: VecDeque::new() });
+        let state = Some(Tail {
+            backend: self.backend.clone(),
+            wake: self.sequencer.head(),
+            poll: self.poll,
+            last: after,
+            buffered: VecDeque::new(),
+        });
         Box::pin(futures::stream::unfold(state, |state| async move {
             let mut tail = state?;
             match tail.next().await {
@@ -186,12 +190,13 @@ impl Tail {
             }
             // Mark the wake-up as seen before reading, so a commit after the read still wakes us.
             self.wake.borrow_and_update();
-            let page = self.backend.read(&EventQuery { from_seq: Some(self.last + 1), limit: Some(PAGE), ..Default::default() }).await?;
-            if page.is_empty() {
-                if tokio::time::timeout(self.poll, self.wake.changed()).await.is_ok_and(|r| r.is_err()) {
-                    // The local sequencer is gone: only polling is left.
-                    tokio::time::sleep(self.poll).await;
-                }
+            let page = self
+                .backend
+                .read(&EventQuery { from_seq: Some(self.last + 1), limit: Some(PAGE), ..Default::default() })
+                .await?;
+            if page.is_empty() && tokio::time::timeout(self.poll, self.wake.changed()).await.is_ok_and(|r| r.is_err()) {
+                // The local sequencer is gone: only polling is left.
+                tokio::time::sleep(self.poll).await;
             }
             for stored in page {
                 self.buffered.push_back(stored.event()?);

@@ -199,7 +199,10 @@ impl Graph {
             let entry = if finished {
                 Entry {
                     draft: draft("resource.deleted", actor, &key),
-                    mutation: Some(Mutation::Remove { last: next.clone(), precondition: Precondition::Version(current_rv) }),
+                    mutation: Some(Mutation::Remove {
+                        last: next.clone(),
+                        precondition: Precondition::Version(current_rv),
+                    }),
                 }
             } else {
                 Entry {
@@ -269,7 +272,12 @@ impl Graph {
     }
 
     /// Every resource (of `kind`, in `namespace`, when given) whose labels match `selector`.
-    pub async fn query_by_labels(&self, selector: &Selector, kind: Option<&str>, namespace: Option<&str>) -> Result<Vec<Resource>> {
+    pub async fn query_by_labels(
+        &self,
+        selector: &Selector,
+        kind: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Resource>> {
         let mut query = ListQuery {
             kind: kind.map(str::to_string),
             namespace: namespace.map(str::to_string),
@@ -300,10 +308,10 @@ impl Graph {
 fn merge(current: &Resource, incoming: Resource, status_only: bool) -> Result<Resource> {
     let cm = &current.metadata;
     let im = &incoming.metadata;
-    if let Some(uid) = &im.uid {
-        if Some(uid) != cm.uid.as_ref() {
-            return Err(Error::Invalid(format!("metadata.uid is immutable (stored {})", cm.uid.as_deref().unwrap_or(""))));
-        }
+    if let Some(uid) = &im.uid
+        && Some(uid) != cm.uid.as_ref()
+    {
+        return Err(Error::Invalid(format!("metadata.uid is immutable (stored {})", cm.uid.as_deref().unwrap_or(""))));
     }
     if incoming.api_version != current.api_version {
         return Err(Error::Invalid(format!("apiVersion is immutable (stored {})", current.api_version)));
@@ -332,8 +340,7 @@ fn encode_token(key: &ObjectKey) -> String {
 }
 
 fn decode_token(token: &str) -> Result<ObjectKey> {
-    hex::decode(token)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| Error::Invalid(format!("continue token `{token}` is not valid: start the list again without it")))
+    hex::decode(token).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| {
+        Error::Invalid(format!("continue token `{token}` is not valid: start the list again without it"))
+    })
 }

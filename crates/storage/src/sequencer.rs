@@ -86,7 +86,12 @@ impl Sequencer {
     }
 }
 
-async fn run(backend: Arc<dyn LogBackend>, mut rx: mpsc::Receiver<Request>, head: watch::Sender<u64>, counters: Arc<Counters>) {
+async fn run(
+    backend: Arc<dyn LogBackend>,
+    mut rx: mpsc::Receiver<Request>,
+    head: watch::Sender<u64>,
+    counters: Arc<Counters>,
+) {
     while let Some(first) = rx.recv().await {
         let mut requests = vec![first];
         let mut count = requests[0].entries.len();

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Result;
 use crate::events::{EventLog, LogBackend};
 use crate::graph::{Graph, GraphBackend};
 use crate::sequencer::Sequencer;
-use crate::Result;
 
 /// A database that serves both Graph Storage and the Event Log.
 pub trait Backend: GraphBackend + LogBackend {}

@@ -264,11 +264,7 @@ pub const HARNESS: KindInfo = KindInfo {
         )
     },
     references: owners_only,
-    printer_columns: &[
-        string_column("Type", ".spec.type"),
-        string_column("Phase", ".status.phase"),
-        AGE,
-    ],
+    printer_columns: &[string_column("Type", ".spec.type"), string_column("Phase", ".status.phase"), AGE],
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ pub const GROUP: &str = "apiextensions.k8s.io";
 /// The API version of CustomResourceDefinition within its group.
 pub const VERSION: &str = "v1";
 
-/// The definition of a custom kind. Unknown fields (such as `conversion` strategies this server
-/// does not act on) are accepted and kept, as real manifests carry them.
+/// The definition of a custom kind. Fields this type does not name (such as a version's
+/// `deprecationWarning` or `selectableFields`) are accepted, as real manifests carry them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomResourceDefinitionSpec {
@@ -29,7 +29,7 @@ pub struct CustomResourceDefinitionSpec {
     /// The versions of the kind; exactly one has `storage: true`.
     #[schemars(length(min = 1))]
     pub versions: Vec<CustomResourceDefinitionVersion>,
-    /// How versions are converted; accepted and kept, only `None` is acted on.
+    /// How versions are converted; accepted and kept, not acted on (one version is served).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversion: Option<Value>,
     /// Deprecated in Kubernetes; accepted and kept.
@@ -222,8 +222,7 @@ impl CustomKind {
 pub fn openapi_to_json_schema(schema: &Value) -> Value {
     match schema {
         Value::Object(map) => {
-            let mut out: Map<String, Value> =
-                map.iter().map(|(k, v)| (k.clone(), openapi_to_json_schema(v))).collect();
+            let mut out: Map<String, Value> = map.iter().map(|(k, v)| (k.clone(), openapi_to_json_schema(v))).collect();
             if map.get("nullable") == Some(&Value::Bool(true))
                 && let Some(Value::String(t)) = map.get("type")
             {
@@ -266,10 +265,7 @@ pub fn crd_kind_info(crd: &Resource) -> Result<CustomKind, String> {
     if !names.kind.starts_with(|c: char| c.is_ascii_uppercase())
         || !names.kind.chars().all(|c| c.is_ascii_alphanumeric())
     {
-        return Err(format!(
-            "spec.names.kind: `{}` must be PascalCase letters and digits",
-            names.kind
-        ));
+        return Err(format!("spec.names.kind: `{}` must be PascalCase letters and digits", names.kind));
     }
     let singular = names.singular.clone().unwrap_or_else(|| names.kind.to_ascii_lowercase());
     crate::names::check_namespace(&singular).map_err(|e| format!("spec.names.singular: {e}"))?;
@@ -277,13 +273,9 @@ pub fn crd_kind_info(crd: &Resource) -> Result<CustomKind, String> {
         crate::names::check_namespace(short).map_err(|e| format!("spec.names.shortNames[{i}]: {e}"))?;
     }
 
-    let storage: Vec<usize> =
-        spec.versions.iter().enumerate().filter(|(_, v)| v.storage).map(|(i, _)| i).collect();
+    let storage: Vec<usize> = spec.versions.iter().enumerate().filter(|(_, v)| v.storage).map(|(i, _)| i).collect();
     if storage.len() != 1 {
-        return Err(format!(
-            "spec.versions: exactly one version must have `storage: true` (found {})",
-            storage.len()
-        ));
+        return Err(format!("spec.versions: exactly one version must have `storage: true` (found {})", storage.len()));
     }
     let chosen = if spec.versions[storage[0]].served {
         storage[0]
@@ -300,9 +292,8 @@ pub fn crd_kind_info(crd: &Resource) -> Result<CustomKind, String> {
         .map(|s| Value::Object(s.open_api_v3_schema.clone()))
         .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()))
         .ok_or_else(|| format!("spec.versions[{chosen}].schema.openAPIV3Schema: is required"))?;
-    jsonschema::validator_for(&openapi_to_json_schema(&schema)).map_err(|e| {
-        format!("spec.versions[{chosen}].schema.openAPIV3Schema: not a valid schema: {e}")
-    })?;
+    schema::compile(&openapi_to_json_schema(&schema))
+        .map_err(|e| format!("spec.versions[{chosen}].schema.openAPIV3Schema: not a valid schema: {e}"))?;
 
     Ok(CustomKind {
         group: spec.group.clone(),
@@ -345,7 +336,10 @@ mod tests {
 
         let kind = crd_kind_info(&crd(manifest)).unwrap();
         assert_eq!(kind.api_version(), "stable.example.com/v1", "the storage version");
-        assert_eq!((kind.kind.as_str(), kind.plural.as_str(), kind.singular.as_str()), ("CronTab", "crontabs", "crontab"));
+        assert_eq!(
+            (kind.kind.as_str(), kind.plural.as_str(), kind.singular.as_str()),
+            ("CronTab", "crontabs", "crontab")
+        );
         assert_eq!(kind.short_names, ["ct"]);
         assert!(kind.namespaced);
         assert!(kind.is_named("CT") && kind.is_named("crontabs") && !kind.is_named("cron"));
@@ -369,7 +363,10 @@ mod tests {
 
         let errors = kind.validate(&crontab(json!({ "replicas": 11 }))).unwrap_err();
         assert!(errors.iter().any(|e| e.path == "spec.cronSpec" && e.message == "is required"), "{errors:?}");
-        assert!(errors.iter().any(|e| e.path == "spec.replicas" && e.message.contains("maximum")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.path == "spec.replicas" && e.message == "must be at most 10 (is 11)"),
+            "{errors:?}"
+        );
 
         let mut wrong = crontab(json!({ "cronSpec": "* * * * *" }));
         wrong["apiVersion"] = json!("stable.example.com/v1beta1");
@@ -389,17 +386,23 @@ mod tests {
         };
         refused(&|m| m["metadata"]["name"] = json!("crontabs"), "must be `crontabs.stable.example.com`");
         refused(&|m| m["spec"]["versions"][0]["storage"] = json!(true), "exactly one version");
-        refused(&|m| {
-            m["spec"]["versions"][0]["served"] = json!(false);
-            m["spec"]["versions"][1]["served"] = json!(false);
-        }, "served");
+        refused(
+            &|m| {
+                m["spec"]["versions"][0]["served"] = json!(false);
+                m["spec"]["versions"][1]["served"] = json!(false);
+            },
+            "served",
+        );
         refused(&|m| m["spec"]["versions"][1]["schema"] = json!(null), "openAPIV3Schema: is required");
         refused(&|m| m["spec"]["versions"][1]["schema"]["openAPIV3Schema"]["type"] = json!(12), "not a valid schema");
         refused(&|m| m["spec"]["names"]["kind"] = json!("cron-tab"), "PascalCase");
-        refused(&|m| {
-            m["spec"]["group"] = json!("r5e.ai");
-            m["metadata"]["name"] = json!("crontabs.r5e.ai");
-        }, "reserved");
+        refused(
+            &|m| {
+                m["spec"]["group"] = json!("r5e.ai");
+                m["metadata"]["name"] = json!("crontabs.r5e.ai");
+            },
+            "reserved",
+        );
         refused(&|m| m["spec"]["scope"] = json!("Global"), "spec:");
     }
 

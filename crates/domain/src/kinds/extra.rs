@@ -81,11 +81,7 @@ pub enum GanRunPhase {
 }
 
 fn gan_run_references(r: &Resource) -> Vec<Reference> {
-    Edges::new(r)
-        .object("graphRef", "Graph")
-        .object("generatorRef", "Agent")
-        .object("discriminatorRef", "Agent")
-        .done()
+    Edges::new(r).object("graphRef", "Graph").object("generatorRef", "Agent").object("discriminatorRef", "Agent").done()
 }
 
 /// The GANRun kind.
@@ -104,11 +100,7 @@ pub const GAN_RUN: KindInfo = KindInfo {
         )
     },
     references: gan_run_references,
-    printer_columns: &[
-        string_column("Phase", ".status.phase"),
-        integer_column("Round", ".status.round"),
-        AGE,
-    ],
+    printer_columns: &[string_column("Phase", ".status.phase"), integer_column("Round", ".status.round"), AGE],
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -137,12 +137,7 @@ pub const GUIDELINE: KindInfo = KindInfo {
     singular: "guideline",
     short_names: &["gl"],
     namespaced: true,
-    schema: || {
-        r5e_schema::<GuidelineSpec, GuidelineStatus>(
-            "Guideline",
-            "Text given to every agent it applies to.",
-        )
-    },
+    schema: || r5e_schema::<GuidelineSpec, GuidelineStatus>("Guideline", "Text given to every agent it applies to."),
     references: guideline_references,
     printer_columns: &[string_column("Digest", ".status.digest"), AGE],
 };
@@ -190,7 +185,7 @@ pub struct PolicyStatus {
     /// Whether the Cedar text parsed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid: Option<bool>,
-    /// The parse error, when it did not.
+    /// Why the Cedar text did not parse, when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -204,16 +199,7 @@ pub const POLICY: KindInfo = KindInfo {
     singular: "policy",
     short_names: &["pol"],
     namespaced: true,
-    schema: || {
-        r5e_schema::<PolicySpec, PolicyStatus>(
-            "Policy",
-            "Cedar rules evaluated at admission for every write.",
-        )
-    },
+    schema: || r5e_schema::<PolicySpec, PolicyStatus>("Policy", "Cedar rules evaluated at admission for every write."),
     references: owners_only,
-    printer_columns: &[
-        boolean_column("Enabled", ".spec.enabled"),
-        boolean_column("Valid", ".status.valid"),
-        AGE,
-    ],
+    printer_columns: &[boolean_column("Enabled", ".spec.enabled"), boolean_column("Valid", ".status.valid"), AGE],
 };

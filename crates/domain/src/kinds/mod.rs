@@ -55,10 +55,7 @@ impl KindInfo {
 
     /// True if `name` names this kind: its kind, plural, singular or a short name, ignoring case.
     pub fn is_named(&self, name: &str) -> bool {
-        [self.kind, self.plural, self.singular]
-            .iter()
-            .chain(self.short_names)
-            .any(|n| n.eq_ignore_ascii_case(name))
+        [self.kind, self.plural, self.singular].iter().chain(self.short_names).any(|n| n.eq_ignore_ascii_case(name))
     }
 }
 
@@ -206,10 +203,7 @@ impl<'a> Edges<'a> {
         }
         let own = self.resource.metadata.namespace.as_deref().unwrap_or_default();
         let namespace = namespace.filter(|ns| !ns.is_empty()).unwrap_or(own);
-        self.out.push(Reference {
-            edge: format!("spec.{edge}"),
-            target: ObjectKey::new(kind, namespace, name),
-        });
+        self.out.push(Reference { edge: format!("spec.{edge}"), target: ObjectKey::new(kind, namespace, name) });
     }
 
     /// An object reference (`{name, namespace?}`) at the dotted spec path `path`.

@@ -11,11 +11,9 @@ use crate::resource::OWNER_EDGE;
 use crate::schema::validate;
 
 /// A digest in examples.
-pub(crate) const DIGEST_A: &str =
-    "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+pub(crate) const DIGEST_A: &str = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 /// Another digest in examples.
-pub(crate) const DIGEST_B: &str =
-    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+pub(crate) const DIGEST_B: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 const API: &str = "r5e.ai/v1alpha1";
 
@@ -322,7 +320,8 @@ fn typed_structs_agree_with_the_schemas() {
     let task: TaskSpec = serde_json::from_value(manifest("Task")["spec"].clone()).unwrap();
     assert_eq!(task.review.max_rounds, 2, "defaults apply");
     assert!(task.review.required);
-    let policy: PolicySpec = serde_json::from_value(json!({ "cedar": "permit(principal, action, resource);" })).unwrap();
+    let policy: PolicySpec =
+        serde_json::from_value(json!({ "cedar": "permit(principal, action, resource);" })).unwrap();
     assert!(policy.enabled);
 }
 
@@ -385,9 +384,13 @@ fn printer_columns_are_well_formed() {
             assert!(c.json_path.starts_with('.'), "{}: {}", info.kind, c.json_path);
             assert!(["string", "integer", "number", "boolean", "date"].contains(&c.type_));
         }
-        let has_phase = (info.schema)().pointer("/$defs").unwrap().as_object().unwrap().iter().any(|(name, d)| {
-            name.ends_with("Status") && d.pointer("/properties/phase").is_some()
-        });
+        let has_phase = (info.schema)()
+            .pointer("/$defs")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .iter()
+            .any(|(name, d)| name.ends_with("Status") && d.pointer("/properties/phase").is_some());
         let phase_column = info.printer_columns.iter().any(|c| c.name == "Phase");
         assert_eq!(has_phase, phase_column, "{}: a Phase column where there is a phase", info.kind);
     }
@@ -432,7 +435,10 @@ fn other_kinds_name_their_nested_and_listed_references() {
     assert_eq!(agent, vec![("spec.harnessRef".to_string(), "Harness/team-a/claude".to_string())]);
     let gan = edges(&resource(manifest("GANRun")));
     assert_eq!(gan.len(), 3);
-    assert!(edges(&resource(manifest("Guideline"))).contains(&("spec.appliesTo.workflows".into(), "Workflow/team-a/write-and-review".into())));
+    assert!(
+        edges(&resource(manifest("Guideline")))
+            .contains(&("spec.appliesTo.workflows".into(), "Workflow/team-a/write-and-review".into()))
+    );
     assert!(edges(&resource(manifest("CustomResourceDefinition"))).is_empty());
 }
 

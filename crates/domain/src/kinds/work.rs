@@ -218,11 +218,7 @@ pub enum NodePhase {
 }
 
 fn node_references(r: &Resource) -> Vec<Reference> {
-    Edges::new(r)
-        .object("graphRef", "Graph")
-        .names("dependsOn", "Node")
-        .object("workflowRef", "Workflow")
-        .done()
+    Edges::new(r).object("graphRef", "Graph").names("dependsOn", "Node").object("workflowRef", "Workflow").done()
 }
 
 /// The Node kind.
@@ -304,11 +300,7 @@ pub struct ReviewPolicy {
 
 impl Default for ReviewPolicy {
     fn default() -> Self {
-        ReviewPolicy {
-            required: true,
-            reviewer_selector: LabelSelector::default(),
-            max_rounds: default_max_rounds(),
-        }
+        ReviewPolicy { required: true, reviewer_selector: LabelSelector::default(), max_rounds: default_max_rounds() }
     }
 }
 
@@ -333,10 +325,7 @@ pub struct WorkflowStatus {
 }
 
 fn workflow_references(r: &Resource) -> Vec<Reference> {
-    Edges::new(r)
-        .objects_in_each("steps", "toolRefs", "Tool")
-        .objects("guidelineRefs", "Guideline")
-        .done()
+    Edges::new(r).objects_in_each("steps", "toolRefs", "Tool").objects("guidelineRefs", "Guideline").done()
 }
 
 /// The Workflow kind.
