@@ -74,6 +74,11 @@ pub async fn create_then_get(f: &dyn Fixture) {
         Err(Error::NotFound("Graph/default/nope".into()))
     );
 
+    let mut with_status = graph_res("default", "g3");
+    with_status.status = json!({"phase": "Succeeded"});
+    let stored = s.graph.create(with_status, "user:test").await.unwrap();
+    assert_eq!(stored.status, serde_json::Value::Null, "create must not write status");
+
     let mut with_rv = graph_res("default", "g2");
     with_rv.metadata.resource_version = Some("5".into());
     assert!(matches!(s.graph.create(with_rv, "user:test").await, Err(Error::Invalid(_))));

@@ -134,7 +134,9 @@ impl Graph {
     }
 
     /// Store a new resource. The server sets uid, creationTimestamp, generation 1 and
-    /// resourceVersion; a client-supplied resourceVersion, uid or deletionTimestamp is refused.
+    /// resourceVersion, and drops any status (status is written only by
+    /// [`Graph::update_status`]); a client-supplied resourceVersion or deletionTimestamp is
+    /// refused.
     /// Fails with [`Error::AlreadyExists`] if the key is taken.
     pub async fn create(&self, mut object: Resource, actor: &str) -> Result<Resource> {
         let m = &mut object.metadata;
@@ -150,6 +152,7 @@ impl Graph {
         m.uid = Some(uuid::Uuid::now_v7().to_string());
         m.creation_timestamp = Some(now());
         m.generation = Some(1);
+        object.status = serde_json::Value::Null;
         let key = object.key();
         self.commit_one(Entry {
             draft: draft("resource.created", actor, &key),
