@@ -8,6 +8,7 @@
 
 mod selector_sql;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -161,43 +162,30 @@ fn parse_resource(body: &str) -> Result<Resource> {
 impl LogBackend for SqliteBackend {
     async fn commit(&self, batch: Vec<Entry>) -> Result<Vec<Result<Committed>>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let mut head = read_head(&mut tx).await?;
-        let mut results = Vec::with_capacity(batch.len());
-        for entry in batch {
-            if let Some(m) = &entry.mutation {
-                let key = m.key();
-                if let Err(e) =
-                    storage::check_precondition(&key, m.precondition(), stored_version(&mut tx, &key).await?)
-                {
-                    results.push(Err(e));
-                    continue;
-                }
-            }
-            let prepared = match storage::prepare(&head, entry) {
-                Ok(p) => p,
-                Err(e) => {
-                    results.push(Err(e));
-                    continue;
-                }
-            };
-            let event = &prepared.sealed.event;
+        let head = read_head(&mut tx).await?;
+        let mut versions = HashMap::new();
+        for key in storage::mutated_keys(&batch) {
+            let v = stored_version(&mut tx, &key).await?;
+            versions.insert(key, v);
+        }
+        let plan = storage::plan(head, batch, versions);
+        for p in &plan.prepared {
+            let event = &p.sealed.event;
             sqlx::query("INSERT INTO events (seq, type, subject, hash, body) VALUES ($1, $2, $3, $4, $5)")
                 .bind(event.seq as i64)
                 .bind(&event.type_)
                 .bind(&event.subject)
                 .bind(event.hash.to_string())
-                .bind(prepared.sealed.bytes.as_slice())
+                .bind(p.sealed.bytes.as_slice())
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
-            if let Some(write) = &prepared.write {
+            if let Some(write) = &p.write {
                 write_rows(&mut tx, write).await?;
             }
-            head = ChainHead { seq: event.seq, hash: event.hash };
-            results.push(Ok(prepared.committed()));
         }
         tx.commit().await.map_err(db)?;
-        Ok(results)
+        Ok(plan.results)
     }
 
     async fn read(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {
@@ -227,6 +215,11 @@ impl LogBackend for SqliteBackend {
         let head = read_head(&mut tx).await?;
         tx.commit().await.map_err(db)?;
         Ok(head)
+    }
+
+    fn wakeups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        // One process per file is the norm; other processes are picked up by polling.
+        None
     }
 }
 

@@ -21,12 +21,12 @@ const PAGE: usize = 2048;
 /// A backend that stores the chain.
 ///
 /// Contract:
-/// - `commit` applies a batch atomically, in order, in ONE transaction: it reads the chain head
-///   inside the transaction (under the database's write lock, so concurrent writers in other
-///   processes link onto the same chain), and for each entry checks its mutation's precondition
-///   (`write::check_precondition`); an entry whose precondition fails gets its error and consumes
-///   no seq; every other entry is turned into rows by `write::prepare` and written with its
-///   mutation. Either the whole batch is durable when `commit` returns `Ok`, or nothing is
+/// - `commit` applies a batch atomically, in order, in ONE transaction: it takes the database's
+///   write lock, reads the chain head and the stored versions of the keys the batch mutates
+///   ([`crate::mutated_keys`]) under it (so writers in other processes link onto the same chain),
+///   and hands them to [`crate::plan`], which checks preconditions and seals the entries; an entry
+///   whose precondition fails gets its error and consumes no seq. The backend writes the planned
+///   events and rows. Either the whole batch is durable when `commit` returns `Ok`, or nothing is
 ///   (`Err`, usually [`Error::Unavailable`]).
 /// - `read` returns stored events in seq order, exactly the bytes that were committed.
 /// - `head` returns the last seq and hash ([`ChainHead::GENESIS`] when empty).
@@ -38,6 +38,9 @@ pub trait LogBackend: Send + Sync + 'static {
     async fn read(&self, query: &EventQuery) -> Result<Vec<StoredEvent>>;
     /// The current head of the chain.
     async fn head(&self) -> Result<ChainHead>;
+    /// A wake-up for commits made through other handles or processes (the highest seq heard
+    /// of), if the backend has one. Only a hint: streams always re-read by seq, and poll.
+    fn wakeups(&self) -> Option<watch::Receiver<u64>>;
 }
 
 /// A filter over the log. All set fields must match.
@@ -151,12 +154,14 @@ impl EventLog {
 
     /// Every event with seq greater than `after`, then each new one as it is committed. The stream
     /// resumes by seq, so it never misses or repeats an event, whichever process wrote it; a
-    /// local commit wakes it at once, a commit by another process within the poll interval.
+    /// local commit wakes it at once, a commit by another process on the backend's wake-up (if
+    /// it has one) or within the poll interval.
     /// After an error the stream ends.
     pub fn stream(&self, after: u64) -> EventStream {
         let state = Some(Tail {
             backend: self.backend.clone(),
             wake: self.sequencer.head(),
+            remote: self.backend.wakeups(),
             poll: self.poll,
             last: after,
             buffered: VecDeque::new(),
@@ -175,12 +180,37 @@ impl EventLog {
 struct Tail {
     backend: Arc<dyn LogBackend>,
     wake: watch::Receiver<u64>,
+    remote: Option<watch::Receiver<u64>>,
     poll: Duration,
     last: u64,
     buffered: VecDeque<Event>,
 }
 
 impl Tail {
+    /// Until a local commit, a remote wake-up, or the poll interval, whichever comes first.
+    async fn wait(&mut self) {
+        let local = async {
+            if self.wake.changed().await.is_err() {
+                // The local sequencer is gone: only the other signals are left.
+                std::future::pending::<()>().await;
+            }
+        };
+        let remote = async {
+            let heard = match &mut self.remote {
+                Some(r) => r.changed().await.is_ok(),
+                None => false,
+            };
+            if !heard {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = local => {}
+            _ = remote => {}
+            _ = tokio::time::sleep(self.poll) => {}
+        }
+    }
+
     /// The next event after `last`: from the buffer, else from a fresh page, else after waiting.
     async fn next(&mut self) -> Result<Event> {
         loop {
@@ -188,15 +218,17 @@ impl Tail {
                 self.last = event.seq;
                 return Ok(event);
             }
-            // Mark the wake-up as seen before reading, so a commit after the read still wakes us.
+            // Mark the wake-ups as seen before reading, so a commit after the read still wakes us.
             self.wake.borrow_and_update();
+            if let Some(r) = &mut self.remote {
+                r.borrow_and_update();
+            }
             let page = self
                 .backend
                 .read(&EventQuery { from_seq: Some(self.last + 1), limit: Some(PAGE), ..Default::default() })
                 .await?;
-            if page.is_empty() && tokio::time::timeout(self.poll, self.wake.changed()).await.is_ok_and(|r| r.is_err()) {
-                // The local sequencer is gone: only polling is left.
-                tokio::time::sleep(self.poll).await;
+            if page.is_empty() {
+                self.wait().await;
             }
             for stored in page {
                 self.buffered.push_back(stored.event()?);

@@ -31,7 +31,9 @@ pub use events::{EventLog, EventQuery, LogBackend, StoredEvent};
 pub use graph::{Direction, Graph, GraphBackend, Hit, ListQuery, Page, TraverseQuery};
 pub use sequencer::CommitStats;
 pub use store::{Backend, Store};
-pub use write::{Committed, Entry, Mutation, Precondition, Prepared, Write, check_precondition, prepare};
+pub use write::{
+    Committed, Entry, Mutation, Plan, Precondition, Prepared, Write, check_precondition, mutated_keys, plan, prepare,
+};
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,6 +2,8 @@
 //! records. Backends commit entries in batches; [`prepare`] is the one place that turns an entry
 //! into sealed bytes and a stored object, so chain linking is written once for every backend.
 
+use std::collections::HashMap;
+
 use chrono::Utc;
 use domain::chain::{self, ChainHead, Event, EventDraft, SealedEvent};
 use domain::{ObjectKey, Reference, Resource};
@@ -158,4 +160,59 @@ pub fn references(object: &Resource) -> Vec<Reference> {
         Some(info) => (info.references)(object),
         None => domain::resource::owner_references(object),
     }
+}
+
+/// The outcome of planning a batch: what to write, in order, and what to answer each entry.
+#[derive(Debug)]
+pub struct Plan {
+    /// One result per entry of the batch, in order.
+    pub results: Vec<Result<Committed>>,
+    /// The entries that passed their preconditions, sealed, in seq order: write these.
+    pub prepared: Vec<Prepared>,
+    /// The head after the last prepared entry.
+    pub head: ChainHead,
+}
+
+/// Plan a batch inside a backend's write transaction: check each entry's precondition against
+/// `versions` (the stored resourceVersion of every key the batch mutates, `None` if absent, as
+/// read under the write lock), seal the ones that pass onto the chain after `head`, and track
+/// the versions the batch itself changes so that later entries see earlier ones.
+pub fn plan(mut head: ChainHead, batch: Vec<Entry>, mut versions: HashMap<ObjectKey, Option<u64>>) -> Plan {
+    let mut results = Vec::with_capacity(batch.len());
+    let mut prepared = Vec::with_capacity(batch.len());
+    for entry in batch {
+        let key = entry.mutation.as_ref().map(Mutation::key);
+        if let (Some(m), Some(key)) = (&entry.mutation, &key) {
+            let stored = versions.get(key).copied().flatten();
+            if let Err(e) = check_precondition(key, m.precondition(), stored) {
+                results.push(Err(e));
+                continue;
+            }
+        }
+        match prepare(&head, entry) {
+            Ok(p) => {
+                let event = &p.sealed.event;
+                head = ChainHead { seq: event.seq, hash: event.hash };
+                if let Some(key) = key {
+                    let now = match &p.write {
+                        Some(Write::Put { .. }) => Some(event.seq),
+                        _ => None,
+                    };
+                    versions.insert(key, now);
+                }
+                results.push(Ok(p.committed()));
+                prepared.push(p);
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    Plan { results, prepared, head }
+}
+
+/// The keys a batch mutates (the keys [`plan`] needs versions for).
+pub fn mutated_keys(batch: &[Entry]) -> Vec<ObjectKey> {
+    let mut keys: Vec<ObjectKey> = batch.iter().filter_map(|e| e.mutation.as_ref().map(Mutation::key)).collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
