@@ -19,12 +19,17 @@ struct Cli {
     command: Command,
 }
 
-/// Where the embedded store lives.
+/// Where the stores live.
 #[derive(Debug, Clone, clap::Args)]
 struct DataDir {
-    /// The data directory: the SQLite database and the blob store.
+    /// The data directory: the blob store, and the embedded SQLite database unless
+    /// `--database-url` is given.
     #[arg(long, env = "R5E_DATA_DIR", default_value = ".r5e")]
     data_dir: PathBuf,
+    /// Keep resources and events in Postgres (`postgres://user:password@host/db`) instead of the
+    /// embedded database.
+    #[arg(long, env = "R5E_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,7 +63,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { path, data } => commands::run::run(&path, &data.data_dir).await,
+            Command::Run { path, data } => commands::run::run(&path, &data).await,
             Command::Audit { command } => commands::audit::run(command).await,
             Command::Cas { command } => commands::cas::run(command).await,
         }

@@ -235,3 +235,29 @@ fn cas_put_get_ls_and_a_corrupt_blob() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("64 lower-case hex"), "{}", text(&bad.stderr));
 }
+
+#[tokio::test]
+async fn the_main_job_on_postgres() {
+    let Some(url) = storage_postgres::testing::fresh_database_url().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let example = repo().join("examples/quickstart");
+    let data = dir.path().join("data");
+    let args = ["--data-dir", data.to_str().unwrap(), "--database-url", url.as_str()];
+    let run = r5e(&[&["run", example.to_str().unwrap()][..], &args].concat());
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(text(&run.stdout).contains("11 created, 0 updated, 0 unchanged in Postgres"), "{}", text(&run.stdout));
+    assert!(!data.join("r5e.db").exists(), "with a database URL nothing goes to the embedded database");
+    let verify = r5e(&[&["audit", "verify"][..], &args].concat());
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+    assert!(text(&verify.stdout).starts_with("verified 11 events"));
+    // The same through the environment variable.
+    let out = Command::new(env!("CARGO_BIN_EXE_r5e"))
+        .args(["audit", "log", "--data-dir", data.to_str().unwrap(), "--type", "resource.created", "--limit", "1"])
+        .env("R5E_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(text(&out.stdout).contains("Capability/default/fs.read"), "{}", text(&out.stdout));
+    let bad = r5e(&["audit", "verify", "--database-url", "postgres://nobody@127.0.0.1:1/none"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("cannot open the Postgres store"), "{}", text(&bad.stderr));
+}

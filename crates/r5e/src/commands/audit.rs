@@ -64,7 +64,7 @@ pub enum AuditCommand {
 pub async fn run(command: AuditCommand) -> Result<ExitCode> {
     match command {
         AuditCommand::Export { data, output } => {
-            let store = open_existing_store(&data.data_dir).await?;
+            let store = open_existing_store(&data).await?;
             let count = match output {
                 Some(path) => {
                     let file =
@@ -84,7 +84,7 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
             let result = match file {
                 Some(path) => verify_file(&path, expect_head.as_ref())?,
                 None => {
-                    let store = open_existing_store(&data.data_dir).await?;
+                    let store = open_existing_store(&data).await?;
                     match store.events.verify_chain().await {
                         Ok(head) => Verifier::resume(head).finish(expect_head.as_ref()),
                         Err(storage::Error::ChainBroken(e)) => Err(e),
@@ -104,7 +104,7 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
             }
         }
         AuditCommand::Log { data, from, types, subject, limit, output } => {
-            let store = open_existing_store(&data.data_dir).await?;
+            let store = open_existing_store(&data).await?;
             let query = EventQuery { from_seq: Some(from), types, subject, limit: Some(limit), ..Default::default() };
             let events = store.events.query_raw(&query).await?;
             if output == "json" {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
+use crate::DataDir;
 use crate::backends::open_store;
 use crate::manifests;
 use crate::output::table;
@@ -14,9 +15,9 @@ use crate::output::table;
 /// The actor recorded for writes made by `r5e run`.
 const ACTOR: &str = "user:local";
 
-pub async fn run(path: &Path, data_dir: &Path) -> Result<ExitCode> {
+pub async fn run(path: &Path, data: &DataDir) -> Result<ExitCode> {
     let manifests = manifests::load(path, "default")?;
-    let store = open_store(data_dir).await?;
+    let store = open_store(data).await?;
     let mut t = table(&["kind", "name", "result", "resource version", "from"]);
     let (mut created, mut updated, mut unchanged) = (0, 0, 0);
     for m in manifests {
@@ -49,7 +50,11 @@ pub async fn run(path: &Path, data_dir: &Path) -> Result<ExitCode> {
     println!("{t}");
     let head = store.events.verify_chain().await?;
     println!();
-    println!("{created} created, {updated} updated, {unchanged} unchanged in {}", data_dir.display());
+    let place = match &data.database_url {
+        Some(_) => "Postgres".to_string(),
+        None => data.data_dir.display().to_string(),
+    };
+    println!("{created} created, {updated} updated, {unchanged} unchanged in {place}");
     println!("audit chain verified: {} events, head {}", head.seq, head.hash);
     Ok(ExitCode::SUCCESS)
 }

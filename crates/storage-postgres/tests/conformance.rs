@@ -1,0 +1,48 @@
+//! The storage conformance suite on the Postgres backend.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use r5e_storage_postgres::{Options, PostgresBackend};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use storage::Backend;
+use storage::conformance::{Fixture, RowEdit};
+
+struct Postgres {
+    options: PgConnectOptions,
+}
+
+async fn postgres() -> Option<Postgres> {
+    Some(Postgres { options: r5e_storage_postgres::testing::fresh_database().await? })
+}
+
+#[async_trait]
+impl Fixture for Postgres {
+    async fn open(&self) -> Arc<dyn Backend> {
+        Arc::new(PostgresBackend::open_with(self.options.clone(), Options::default()).await.unwrap())
+    }
+
+    async fn tamper(&self, edit: RowEdit) {
+        let pool = PgPoolOptions::new().max_connections(1).connect_with(self.options.clone()).await.unwrap();
+        let rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, body FROM events ORDER BY seq").fetch_all(&pool).await.unwrap();
+        let rows = edit(rows.into_iter().map(|(s, b)| (s as u64, b)).collect());
+        // A superuser can switch the append-only triggers off; the chain still tells.
+        let mut tx = pool.begin().await.unwrap();
+        for sql in ["ALTER TABLE events DISABLE TRIGGER USER", "DELETE FROM events"] {
+            sqlx::query(sql).execute(&mut *tx).await.unwrap();
+        }
+        for (seq, body) in rows {
+            sqlx::query("INSERT INTO events (seq, type, subject, hash, body) VALUES ($1, 'x', 'x', 'x', $2)")
+                .bind(seq as i64)
+                .bind(body)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        sqlx::query("ALTER TABLE events ENABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+storage::graph_and_log_conformance!(postgres());
