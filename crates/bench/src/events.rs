@@ -1,4 +1,4 @@
-//! Event appends (1 and 16 writers) against plain SQLite inserts of the same rows, and
+//! Event appends (1 and 16 writers) on each backend against plain inserts of the same rows, and
 //! `verify_chain` against `sha256sum` over the same bytes.
 
 use std::cell::RefCell;
@@ -9,26 +9,22 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use domain::chain::EventDraft;
 use serde_json::json;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection};
-use storage::{EventQuery, Store};
+use sqlx::postgres::PgConnectOptions;
+use storage::{Backend, EventQuery, Store};
+use storage_postgres::{Options, PostgresBackend};
 use storage_sqlite::SqliteBackend;
 
-use crate::Args;
 use crate::report::{Report, Row, median, time_command};
+use crate::{Args, fresh_pg, raw};
 
-fn draft(i: usize) -> EventDraft {
+/// A decision-sized event.
+pub fn draft(i: usize) -> EventDraft {
     EventDraft {
         type_: "bench.event".into(),
         actor: "user:bench".into(),
         subject: format!("Task/bench/t{}", i % 100),
         data: json!({"i": i, "note": "a short payload of the size a decision event carries"}),
     }
-}
-
-async fn fresh_store(dir: &Path, name: &str) -> Result<(Store, SqliteBackend)> {
-    let backend = SqliteBackend::open(&dir.join(name)).await?;
-    Ok((Store::open(Arc::new(backend.clone())).await?, backend))
 }
 
 /// Append `n` events from `writers` concurrent tasks; returns the elapsed time.
@@ -50,42 +46,7 @@ async fn append(store: &Store, n: usize, writers: usize) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-/// The same rows, already sealed, inserted with plain SQL into a table of the same shape, with
-/// the same durability settings, `per_tx` rows per transaction.
-async fn raw_insert(
-    dir: &Path,
-    name: &str,
-    rows: &[(i64, String, String, String, Vec<u8>)],
-    per_tx: usize,
-) -> Result<Duration> {
-    let options = SqliteConnectOptions::new()
-        .filename(dir.join(name))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full);
-    let mut conn = SqliteConnection::connect_with(&options).await?;
-    sqlx::query("CREATE TABLE events (seq INTEGER PRIMARY KEY, type TEXT NOT NULL, subject TEXT NOT NULL, hash TEXT NOT NULL, body BLOB NOT NULL)")
-        .execute(&mut conn)
-        .await?;
-    let start = Instant::now();
-    for chunk in rows.chunks(per_tx) {
-        let mut tx = conn.begin().await?;
-        for (seq, type_, subject, hash, body) in chunk {
-            sqlx::query("INSERT INTO events (seq, type, subject, hash, body) VALUES ($1, $2, $3, $4, $5)")
-                .bind(seq)
-                .bind(type_)
-                .bind(subject)
-                .bind(hash)
-                .bind(body.as_slice())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-    }
-    Ok(start.elapsed())
-}
-
-async fn sealed_rows(store: &Store) -> Result<Vec<(i64, String, String, String, Vec<u8>)>> {
+async fn sealed_rows(store: &Store) -> Result<Vec<raw::Row>> {
     Ok(store
         .events
         .query_raw(&EventQuery::default())
@@ -98,40 +59,88 @@ async fn sealed_rows(store: &Store) -> Result<Vec<(i64, String, String, String, 
         .collect())
 }
 
-pub async fn run(args: &Args, dir: &Path, report: &mut Report) -> Result<()> {
+fn events_per_sec(n: usize, t: Duration) -> f64 {
+    n as f64 / t.as_secs_f64()
+}
+
+fn writers_label(writers: usize) -> String {
+    format!("{writers} writer{}", if writers > 1 { "s" } else { "" })
+}
+
+/// Appends on SQLite against plain inserts of the rows r5e wrote.
+pub async fn sqlite(args: &Args, dir: &Path, report: &mut Report) -> Result<()> {
     eprintln!("event log (SQLite)");
-    for (writers, per_tx, label) in [(1, 1, "1 row per transaction"), (16, 256, "256 rows per transaction")] {
+    for writers in [1, 16] {
         let n = if writers == 1 { args.events / 4 } else { args.events };
-        let sealed = RefCell::new(Vec::new());
+        let rows = RefCell::new(Vec::new());
         let ours = median(args.runs, |i| {
-            let dir = dir.to_path_buf();
-            let sealed = &sealed;
+            let path = dir.join(format!("append-{writers}-{i}.db"));
+            let rows = &rows;
             async move {
-                let (store, _) = fresh_store(&dir, &format!("append-{writers}-{i}.db")).await?;
+                let store = Store::open(Arc::new(SqliteBackend::open(&path).await?)).await?;
                 let t = append(&store, n, writers).await?;
-                let rows = sealed_rows(&store).await?;
-                *sealed.borrow_mut() = rows;
+                let sealed = sealed_rows(&store).await?;
+                *rows.borrow_mut() = sealed;
                 Ok(t)
             }
         })
         .await?;
-        let rows = &sealed.into_inner();
-        let raw = median(args.runs, |i| {
-            let dir = dir.to_path_buf();
-            async move { raw_insert(&dir, &format!("raw-{writers}-{i}.db"), rows, per_tx).await }
+        let rows = rows.into_inner();
+        for per_tx in if writers == 1 { vec![1] } else { vec![writers, 256] } {
+            let baseline = median(args.runs, |i| {
+                let path = dir.join(format!("raw-{writers}-{per_tx}-{i}.db"));
+                let rows = &rows;
+                async move { raw::sqlite_insert(&path, rows, per_tx).await }
+            })
+            .await?;
+            report.add(Row {
+                what: format!("SQLite event append, {}", writers_label(writers)),
+                unit: "events/s",
+                ours: events_per_sec(n, ours),
+                baseline_name: format!("plain SQLite insert of the same rows, {per_tx} per transaction"),
+                baseline: events_per_sec(n, baseline),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Appends on Postgres against a plain batched insert of the same rows with the same hashing.
+pub async fn postgres(args: &Args, admin: &PgConnectOptions, report: &mut Report) -> Result<()> {
+    eprintln!("event log (Postgres)");
+    for writers in [1, 16] {
+        let n = if writers == 1 { args.events / 4 } else { args.events };
+        let ours = median(args.runs, |_| async move {
+            let options = fresh_pg(admin).await?;
+            let backend: Arc<dyn Backend> = Arc::new(PostgresBackend::open_with(options, Options::default()).await?);
+            let store = Store::open(backend).await?;
+            append(&store, n, writers).await
         })
         .await?;
-        report.add(Row {
-            what: format!("event append, {writers} writer{}", if writers > 1 { "s" } else { "" }),
-            unit: "events/s",
-            ours: n as f64 / ours.as_secs_f64(),
-            baseline_name: format!("plain SQLite insert of the same rows, {label}"),
-            baseline: n as f64 / raw.as_secs_f64(),
-        });
+        let drafts: Vec<EventDraft> = (0..n).map(draft).collect();
+        for per_tx in if writers == 1 { vec![1] } else { vec![writers, 256] } {
+            let drafts = &drafts;
+            let baseline = median(args.runs, |_| async move {
+                let options = fresh_pg(admin).await?;
+                raw::postgres_insert(&options, drafts, per_tx).await
+            })
+            .await?;
+            report.add(Row {
+                what: format!("Postgres event append, {}", writers_label(writers)),
+                unit: "events/s",
+                ours: events_per_sec(n, ours),
+                baseline_name: format!("plain batched insert, same rows and hashing, {per_tx} per transaction"),
+                baseline: events_per_sec(n, baseline),
+            });
+        }
     }
+    Ok(())
+}
 
-    // verify_chain over a long chain, against sha256sum over the same stored bytes.
-    let (store, _) = fresh_store(dir, "verify.db").await?;
+/// `verify_chain` over a long chain, against `sha256sum` over the same stored bytes.
+pub async fn verify(args: &Args, dir: &Path, report: &mut Report) -> Result<()> {
+    eprintln!("verify_chain (SQLite)");
+    let store = Store::open(Arc::new(SqliteBackend::open(&dir.join("verify.db")).await?)).await?;
     let batch: Vec<EventDraft> = (0..1000).map(draft).collect();
     for _ in 0..args.verify_events / 1000 {
         store.events.append_all(batch.clone()).await?;
@@ -143,7 +152,7 @@ pub async fn run(args: &Args, dir: &Path, report: &mut Report) -> Result<()> {
         bytes.push(b'\n');
     }
     std::fs::write(&export, &bytes)?;
-    let count = store.events.head().await?.seq as f64;
+    let count = store.events.head().await?.seq as usize;
     let ours = median(args.runs, |_| {
         let store = store.clone();
         async move {
@@ -154,17 +163,17 @@ pub async fn run(args: &Args, dir: &Path, report: &mut Report) -> Result<()> {
     })
     .await?;
     let file = vec![export.display().to_string()];
-    let raw = median(args.runs, |_| {
+    let baseline = median(args.runs, |_| {
         let file = file.clone();
         async move { time_command("sha256sum", &file) }
     })
     .await?;
     report.add(Row {
-        what: format!("verify_chain, {} events of {} bytes", count as u64, bytes.len() / count as usize),
+        what: format!("verify_chain, {count} events of {} bytes", bytes.len() / count.max(1)),
         unit: "events/s",
-        ours: count / ours.as_secs_f64(),
+        ours: events_per_sec(count, ours),
         baseline_name: "sha256sum over the same bytes (one hash, no parsing)".into(),
-        baseline: count / raw.as_secs_f64(),
+        baseline: events_per_sec(count, baseline),
     });
     Ok(())
 }

@@ -1,13 +1,17 @@
 //! `r5e-bench`: measures the storage contracts and prints one table, each figure beside a raw
-//! baseline measured in the same run on the same bytes (a plain SQLite insert of the same rows,
-//! `sha256sum` over the same files), with the ratio. Every figure is the median of several runs.
-//! Run it through `scripts/bench`, which builds it in release mode.
+//! baseline measured in the same run on the same data (a plain SQL insert of the same rows,
+//! `sha256sum` over the same files, the same SQL without r5e around it), with the ratio. Every
+//! figure is the median of several runs. Run it through `scripts/bench`, which builds it in
+//! release mode and gives it a throw-away Postgres cluster when `pg_virtualenv` is available.
 
 mod cas;
 mod events;
+mod raw;
+mod reads;
 mod report;
 
 use clap::Parser;
+use sqlx::postgres::PgConnectOptions;
 
 /// Benchmark the storage contracts against raw baselines.
 #[derive(Debug, Parser)]
@@ -15,18 +19,39 @@ struct Args {
     /// Repetitions per measurement; the median is reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Events per append measurement.
+    /// Events per append measurement with 16 writers (a quarter of that with 1 writer).
     #[arg(long, default_value_t = 20_000)]
     events: usize,
     /// Events in the chain that `verify_chain` checks.
     #[arg(long, default_value_t = 200_000)]
     verify_events: usize,
-    /// Skip the 256 MiB blob (for a quick run).
+    /// Skip the largest cases (the 256 MiB blob, 1M resources) for a quick run.
     #[arg(long)]
     quick: bool,
+    /// Skip Postgres even if a server is configured.
+    #[arg(long)]
+    no_postgres: bool,
     /// Where to put the scratch files (defaults to a temporary directory).
     #[arg(long)]
     scratch: Option<std::path::PathBuf>,
+}
+
+/// The Postgres server to benchmark on, from `R5E_BENCH_DATABASE_URL` or the `PG*` variables.
+fn postgres(args: &Args) -> Option<PgConnectOptions> {
+    if args.no_postgres {
+        return None;
+    }
+    match std::env::var("R5E_BENCH_DATABASE_URL") {
+        Ok(url) => Some(url.parse().expect("R5E_BENCH_DATABASE_URL parses")),
+        Err(_) if std::env::var_os("PGHOST").is_some() => Some(PgConnectOptions::new()),
+        Err(_) => None,
+    }
+}
+
+/// A fresh database on the benchmark server.
+pub(crate) async fn fresh_pg(admin: &PgConnectOptions) -> anyhow::Result<PgConnectOptions> {
+    let name = format!("r5e_bench_{}", uuid::Uuid::now_v7().simple());
+    Ok(storage_postgres::create_database(admin, &name).await?)
 }
 
 #[tokio::main]
@@ -36,8 +61,19 @@ async fn main() -> anyhow::Result<()> {
         Some(p) => tempfile::tempdir_in(p)?,
         None => tempfile::tempdir()?,
     };
+    let pg = postgres(&args);
     let mut report = report::Report::default();
-    events::run(&args, scratch.path(), &mut report).await?;
+    events::sqlite(&args, scratch.path(), &mut report).await?;
+    match &pg {
+        Some(admin) => {
+            events::postgres(&args, admin, &mut report).await?;
+            reads::postgres(&args, admin, &mut report).await?;
+        }
+        None => eprintln!(
+            "postgres: no server (set R5E_BENCH_DATABASE_URL or run under pg_virtualenv); its rows are left out"
+        ),
+    }
+    events::verify(&args, scratch.path(), &mut report).await?;
     cas::run(&args, scratch.path(), &mut report).await?;
     report.print();
     Ok(())

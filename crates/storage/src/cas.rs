@@ -50,11 +50,7 @@ impl Cas {
 
     /// Store `bytes` and return their digest. Storing the same bytes again is a no-op.
     pub async fn store(&self, bytes: Vec<u8>) -> Result<Digest> {
-        let (digest, bytes) = if bytes.len() < 1 << 16 {
-            (Digest::of(&bytes), bytes)
-        } else {
-            tokio::task::spawn_blocking(move || (Digest::of(&bytes), bytes)).await.map_err(Error::unavailable)?
-        };
+        let (bytes, digest) = digest_off_thread(bytes).await?;
         self.backend.put(&digest, bytes).await?;
         Ok(digest)
     }
@@ -63,12 +59,7 @@ impl Cas {
     /// [`Error::Corrupt`] if the stored bytes no longer match the digest.
     pub async fn resolve(&self, digest: &Digest) -> Result<Vec<u8>> {
         let bytes = self.backend.get(digest).await?.ok_or_else(|| Error::NotFound(format!("blob {digest}")))?;
-        let (bytes, actual) = tokio::task::spawn_blocking(move || {
-            let d = Digest::of(&bytes);
-            (bytes, d)
-        })
-        .await
-        .map_err(Error::unavailable)?;
+        let (bytes, actual) = digest_off_thread(bytes).await?;
         if actual != *digest {
             return Err(Error::Corrupt(format!(
                 "blob {digest} is corrupt: its bytes hash to {actual}; restore it from a copy or delete it"
@@ -91,4 +82,19 @@ impl Cas {
     pub async fn list_digests(&self) -> Result<Vec<Digest>> {
         self.backend.digests().await
     }
+}
+
+/// The digest of `bytes`, computed on a blocking thread when they are large enough for that to
+/// be worth the hop (hashing runs at about a gigabyte per second).
+async fn digest_off_thread(bytes: Vec<u8>) -> Result<(Vec<u8>, Digest)> {
+    if bytes.len() < 1 << 16 {
+        let d = Digest::of(&bytes);
+        return Ok((bytes, d));
+    }
+    tokio::task::spawn_blocking(move || {
+        let d = Digest::of(&bytes);
+        (bytes, d)
+    })
+    .await
+    .map_err(Error::unavailable)
 }

@@ -1,0 +1,89 @@
+//! The raw baselines: the same rows written with plain SQL, with nothing of r5e around them.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use chrono::Utc;
+use domain::chain::{self, ChainHead, EventDraft};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection};
+
+/// A sealed event row: seq, type, subject, hash, canonical bytes.
+pub type Row = (i64, String, String, String, Vec<u8>);
+
+/// Insert already-sealed rows into a fresh SQLite file with the same table shape and durability
+/// settings as r5e's, `per_tx` rows per transaction, one statement per row.
+pub async fn sqlite_insert(path: &std::path::Path, rows: &[Row], per_tx: usize) -> Result<Duration> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let mut conn = SqliteConnection::connect_with(&options).await?;
+    sqlx::query(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, type TEXT NOT NULL, subject TEXT NOT NULL, \
+         hash TEXT NOT NULL, body BLOB NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await?;
+    let start = Instant::now();
+    for chunk in rows.chunks(per_tx) {
+        let mut tx = conn.begin().await?;
+        for (seq, type_, subject, hash, body) in chunk {
+            sqlx::query("INSERT INTO events (seq, type, subject, hash, body) VALUES ($1, $2, $3, $4, $5)")
+                .bind(seq)
+                .bind(type_)
+                .bind(subject)
+                .bind(hash)
+                .bind(body.as_slice())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(start.elapsed())
+}
+
+/// Seal `drafts` into a hash chain and insert them into a fresh Postgres table of the same shape,
+/// `per_tx` rows per transaction in one multi-row statement each: the same hash work and the
+/// same rows as r5e, with the ideal batching and nothing else.
+pub async fn postgres_insert(options: &PgConnectOptions, drafts: &[EventDraft], per_tx: usize) -> Result<Duration> {
+    let pool = PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+    sqlx::query(
+        "CREATE TABLE events (seq BIGINT PRIMARY KEY, type TEXT NOT NULL, subject TEXT NOT NULL, \
+         hash TEXT NOT NULL, body BYTEA NOT NULL)",
+    )
+    .execute(&pool)
+    .await?;
+    let start = Instant::now();
+    let mut head = ChainHead::GENESIS;
+    for chunk in drafts.chunks(per_tx) {
+        let (mut seqs, mut types, mut subjects, mut hashes, mut bodies) = (vec![], vec![], vec![], vec![], vec![]);
+        for d in chunk {
+            let sealed = chain::seal(&head, d.clone(), Utc::now())?;
+            head = ChainHead { seq: sealed.event.seq, hash: sealed.event.hash };
+            seqs.push(sealed.event.seq as i64);
+            types.push(sealed.event.type_);
+            subjects.push(sealed.event.subject);
+            hashes.push(sealed.event.hash.to_string());
+            bodies.push(sealed.bytes);
+        }
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO events (seq, type, subject, hash, body) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bytea[])",
+        )
+        .bind(seqs)
+        .bind(types)
+        .bind(subjects)
+        .bind(hashes)
+        .bind(bodies)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    let t = start.elapsed();
+    pool.close().await;
+    Ok(t)
+}
