@@ -51,7 +51,14 @@ fn postgres(args: &Args) -> Option<PgConnectOptions> {
 /// A fresh database on the benchmark server.
 pub(crate) async fn fresh_pg(admin: &PgConnectOptions) -> anyhow::Result<PgConnectOptions> {
     let name = format!("r5e_bench_{}", uuid::Uuid::now_v7().simple());
-    Ok(storage_postgres::create_database(admin, &name).await?)
+    let options = storage_postgres::create_database(admin, &name).await?;
+    // Creating a database writes a lot of WAL; settle it so the timing that follows does not pay.
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+    if let Err(e) = sqlx::query("CHECKPOINT").execute(&pool).await {
+        eprintln!("  (no CHECKPOINT before timing: {e})");
+    }
+    pool.close().await;
+    Ok(options)
 }
 
 #[tokio::main]

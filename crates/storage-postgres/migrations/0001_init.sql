@@ -12,6 +12,16 @@ CREATE TABLE events (
 CREATE INDEX events_by_type ON events (type, seq);
 CREATE INDEX events_by_subject ON events (subject, seq);
 
+-- The head of the chain, one row. Writers take its row lock to serialise on the chain, and a
+-- writer that already knows the head appends with one conditional statement (see log.rs). It
+-- is a cache of the last event, never read by verification.
+CREATE TABLE chain_head (
+    id   BOOLEAN PRIMARY KEY DEFAULT true CHECK (id),
+    seq  BIGINT  NOT NULL,
+    hash TEXT    NOT NULL
+);
+INSERT INTO chain_head (seq, hash) VALUES (0, 'sha256:0000000000000000000000000000000000000000000000000000000000000000');
+
 -- Append-only, enforced by the database itself: no row may be updated or deleted, and the table
 -- may not be truncated, whoever asks.
 CREATE FUNCTION r5e_refuse_event_change() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -73,6 +83,7 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'r5e_app') THEN
         EXECUTE format('GRANT USAGE ON SCHEMA %I TO r5e_app', current_schema());
         GRANT SELECT, INSERT ON events TO r5e_app;
+        GRANT SELECT, UPDATE ON chain_head TO r5e_app;
         GRANT SELECT, INSERT, UPDATE, DELETE ON resources, edges TO r5e_app;
         GRANT SELECT ON _sqlx_migrations TO r5e_app;
     END IF;

@@ -3,8 +3,8 @@
 //! the database itself protects), for production and for several r5e processes sharing one
 //! truth.
 //!
-//! Every write batch is one transaction that first takes the chain lock (a transaction-scoped
-//! advisory lock), then reads the head, so any number of processes extend one unbroken chain.
+//! Writers serialise on the one-row `chain_head` table, so any number of processes extend one
+//! unbroken chain; a batch of plain appends is a single conditional statement (`log.rs`).
 //! Commits send `NOTIFY r5e_events` as a wake-up hint for streams in other processes; readers
 //! always resume by seq, so a lost notification delays nothing past the poll interval.
 
@@ -29,6 +29,7 @@ const CHANNEL: &str = "r5e_events";
 pub struct PostgresBackend {
     pool: PgPool,
     notify: bool,
+    head: Arc<log::HeadCache>,
     wakeups: Option<watch::Receiver<u64>>,
     _listener: Option<Arc<ListenerTask>>,
 }
@@ -101,7 +102,7 @@ impl PostgresBackend {
         } else {
             (None, None)
         };
-        Ok(PostgresBackend { pool, notify: options.notify, wakeups, _listener: listener })
+        Ok(PostgresBackend { pool, notify: options.notify, head: Arc::default(), wakeups, _listener: listener })
     }
 
     /// The underlying pool (for tests and benchmarks that need raw SQL on the same database).

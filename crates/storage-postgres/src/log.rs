@@ -1,20 +1,42 @@
-//! The Event Log on Postgres: one transaction per batch under the chain lock, events inserted in
-//! bulk, the graph rows of the same batch written beside them, and a notification on commit.
+//! The Event Log on Postgres. Writers serialise on the `chain_head` row. A batch of plain appends
+//! from a writer that knows the head is one statement: move the head from the known value and
+//! insert the events only if that worked (if another process moved the head first, nothing is
+//! written and the batch goes the locked way). Every other batch locks the head row, reads it,
+//! checks preconditions, and writes events and graph rows in one transaction.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use domain::Digest;
-use domain::chain::ChainHead;
+use domain::chain::{ChainHead, EventDraft};
 use sqlx::{Postgres, QueryBuilder, Row};
-use storage::{Committed, Entry, Error, EventQuery, LogBackend, Result, StoredEvent};
+use storage::{Committed, Entry, Error, EventQuery, LogBackend, Plan, Prepared, Result, StoredEvent};
 use tokio::sync::watch;
 
 use crate::{CHANNEL, PostgresBackend, db, graph};
 
-/// The advisory lock that serialises writers on the chain (any constant unique to r5e).
-const CHAIN_LOCK: i64 = 0x7235_6500_0000_0001;
-
 pub(crate) type Tx = sqlx::Transaction<'static, Postgres>;
 
+/// The last head this process committed or read under the lock (a hint; the database decides).
+#[derive(Debug, Default)]
+pub(crate) struct HeadCache(Mutex<Option<ChainHead>>);
+
+impl HeadCache {
+    fn get(&self) -> Option<ChainHead> {
+        *self.0.lock().expect("head cache lock")
+    }
+    fn set(&self, head: Option<ChainHead>) {
+        *self.0.lock().expect("head cache lock") = head;
+    }
+}
+
+fn parse_head(seq: i64, hash: &str) -> Result<ChainHead> {
+    let hash = hash.parse::<Digest>().map_err(|e| Error::Corrupt(format!("stored head hash: {e}")))?;
+    Ok(ChainHead { seq: seq as u64, hash })
+}
+
+/// The last stored event (for readers; writers use the `chain_head` row).
 pub(crate) async fn read_head(tx: &mut Tx) -> Result<ChainHead> {
     let row = sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut **tx)
@@ -22,63 +44,115 @@ pub(crate) async fn read_head(tx: &mut Tx) -> Result<ChainHead> {
         .map_err(db)?;
     match row {
         None => Ok(ChainHead::GENESIS),
-        Some(row) => {
-            let hash: String = row.get(1);
-            let hash = hash.parse::<Digest>().map_err(|e| Error::Corrupt(format!("stored head hash: {e}")))?;
-            Ok(ChainHead { seq: row.get::<i64, _>(0) as u64, hash })
+        Some(row) => parse_head(row.get(0), row.get(1)),
+    }
+}
+
+/// The event columns of a planned batch, as arrays for `UNNEST`.
+#[derive(Default)]
+struct EventColumns {
+    seqs: Vec<i64>,
+    types: Vec<String>,
+    subjects: Vec<String>,
+    hashes: Vec<String>,
+    bodies: Vec<Vec<u8>>,
+}
+
+impl EventColumns {
+    fn of(prepared: &[Prepared]) -> Self {
+        let mut c = EventColumns::default();
+        for p in prepared {
+            let e = &p.sealed.event;
+            c.seqs.push(e.seq as i64);
+            c.types.push(e.type_.clone());
+            c.subjects.push(e.subject.clone());
+            c.hashes.push(e.hash.to_string());
+            c.bodies.push(p.sealed.bytes.clone());
         }
+        c
+    }
+}
+
+/// Insert the events, move `chain_head` from `from` to the new head, and notify, as ONE
+/// statement that writes nothing unless the head was still `from`. Returns whether it wrote.
+async fn append_if_head_is<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    from: ChainHead,
+    plan: &Plan,
+    notify: bool,
+) -> Result<bool> {
+    let c = EventColumns::of(&plan.prepared);
+    let sql = format!(
+        "WITH moved AS (UPDATE chain_head SET seq = $6, hash = $7 WHERE seq = $8 AND hash = $9 RETURNING seq), \
+              ins AS (INSERT INTO events (seq, type, subject, hash, body) \
+                      SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bytea[]) \
+                      WHERE EXISTS (SELECT 1 FROM moved)) \
+         SELECT {} FROM moved",
+        if notify { format!("pg_notify('{CHANNEL}', seq::text)::text") } else { "''".to_string() }
+    );
+    let moved = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(c.seqs)
+        .bind(c.types)
+        .bind(c.subjects)
+        .bind(c.hashes)
+        .bind(c.bodies)
+        .bind(plan.head.seq as i64)
+        .bind(plan.head.hash.to_string())
+        .bind(from.seq as i64)
+        .bind(from.hash.to_string())
+        .fetch_optional(executor)
+        .await
+        .map_err(db)?;
+    Ok(moved.is_some())
+}
+
+impl PostgresBackend {
+    /// The locked way: take the head row, plan against it, write everything in one transaction.
+    async fn commit_locked(&self, batch: Vec<Entry>) -> Result<Vec<Result<Committed>>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The row lock serialises writers; in READ COMMITTED each later statement sees every
+        // commit made before the lock was granted.
+        let row = sqlx::query("SELECT seq, hash FROM chain_head FOR UPDATE").fetch_one(&mut *tx).await.map_err(db)?;
+        let head = parse_head(row.get(0), row.get(1))?;
+        let versions = graph::versions(&mut tx, &storage::mutated_keys(&batch)).await?;
+        let plan = storage::plan(head, batch, versions);
+        if !plan.prepared.is_empty() {
+            let wrote = append_if_head_is(&mut *tx, head, &plan, self.notify).await?;
+            if !wrote {
+                return Err(Error::Corrupt("the chain head moved while its row was locked".into()));
+            }
+            graph::apply(&mut tx, &plan.prepared).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        self.head.set(Some(plan.head));
+        Ok(plan.results)
     }
 }
 
 #[async_trait]
 impl LogBackend for PostgresBackend {
     async fn commit(&self, batch: Vec<Entry>) -> Result<Vec<Result<Committed>>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHAIN_LOCK).execute(&mut *tx).await.map_err(db)?;
-        let head = read_head(&mut tx).await?;
-        let versions = graph::versions(&mut tx, &storage::mutated_keys(&batch)).await?;
-        let plan = storage::plan(head, batch, versions);
-        if let Some(last) = plan.prepared.last() {
-            let n = plan.prepared.len();
-            let (mut seqs, mut types, mut subjects, mut hashes, mut bodies) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            for p in &plan.prepared {
-                let e = &p.sealed.event;
-                seqs.push(e.seq as i64);
-                types.push(e.type_.clone());
-                subjects.push(e.subject.clone());
-                hashes.push(e.hash.to_string());
-                bodies.push(p.sealed.bytes.clone());
-            }
-            sqlx::query(
-                "INSERT INTO events (seq, type, subject, hash, body) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bytea[])",
-            )
-            .bind(seqs)
-            .bind(types)
-            .bind(subjects)
-            .bind(hashes)
-            .bind(bodies)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            graph::apply(&mut tx, &plan.prepared).await?;
-            if self.notify {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(CHANNEL)
-                    .bind(last.sealed.event.seq.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            }
+        let plain = batch.iter().all(|e| e.mutation.is_none());
+        let (true, Some(head)) = (plain, self.head.get()) else {
+            return self.commit_locked(batch).await;
+        };
+        let plan = storage::plan(head, batch, HashMap::new());
+        if plan.prepared.is_empty() {
+            return Ok(plan.results);
         }
-        tx.commit().await.map_err(db)?;
-        Ok(plan.results)
+        if append_if_head_is(&self.pool, head, &plan, self.notify).await? {
+            self.head.set(Some(plan.head));
+            return Ok(plan.results);
+        }
+        // Another process moved the head: seal the same drafts again under the lock.
+        let drafts = plan.prepared.into_iter().map(|p| {
+            let e = p.sealed.event;
+            Entry {
+                draft: EventDraft { type_: e.type_, actor: e.actor, subject: e.subject, data: e.data },
+                mutation: None,
+            }
+        });
+        self.commit_locked(drafts.collect()).await
     }
 
     async fn read(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {

@@ -160,3 +160,20 @@ async fn a_notification_wakes_a_stream_in_another_process_at_once() {
     }
     assert_eq!(last, head);
 }
+
+#[tokio::test]
+async fn a_writer_whose_head_is_stale_relinks_under_the_lock() {
+    let Some(options) = r5e_storage_postgres::testing::fresh_database().await else { return };
+    let a = store(&options, Options::default(), Duration::from_millis(100)).await;
+    let b = store(&options, Options::default(), Duration::from_millis(100)).await;
+    assert_eq!(a.events.append(draft(1)).await.unwrap().seq, 1);
+    assert_eq!(b.events.append(draft(2)).await.unwrap().seq, 2);
+    // `a` still believes the head is seq 1: its one-statement append must write nothing, and the
+    // batch must then go through the lock and link onto seq 2.
+    let e = a.events.append_all(vec![draft(3), draft(4)]).await.unwrap();
+    assert_eq!((e[0].seq, e[1].seq), (3, 4));
+    assert_eq!(a.events.verify_chain().await.unwrap().seq, 4);
+    let pool = PgPoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+    let (seq, hash): (i64, String) = sqlx::query_as("SELECT seq, hash FROM chain_head").fetch_one(&pool).await.unwrap();
+    assert_eq!((seq as u64, hash), (4, e[1].hash.to_string()));
+}
