@@ -6,6 +6,7 @@
 
 pub mod authority;
 pub mod canonical;
+pub mod canonical_form;
 pub mod chain;
 pub mod digest;
 pub mod kinds;
