@@ -29,6 +29,7 @@ pub fn draft(i: usize) -> EventDraft {
 
 /// Append `n` events from `writers` concurrent tasks; returns the elapsed time.
 async fn append(store: &Store, n: usize, writers: usize) -> Result<Duration> {
+    let before = store.events.stats();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -43,7 +44,13 @@ async fn append(store: &Store, n: usize, writers: usize) -> Result<Duration> {
     for t in tasks {
         t.await??;
     }
-    Ok(start.elapsed())
+    let elapsed = start.elapsed();
+    let after = store.events.stats();
+    eprintln!(
+        "    {writers} writers: {:.1} events per commit",
+        (after.entries - before.entries) as f64 / (after.batches - before.batches).max(1) as f64
+    );
+    Ok(elapsed)
 }
 
 async fn sealed_rows(store: &Store) -> Result<Vec<raw::Row>> {

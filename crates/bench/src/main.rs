@@ -73,6 +73,14 @@ async fn main() -> anyhow::Result<()> {
     events::sqlite(&args, scratch.path(), &mut report).await?;
     match &pg {
         Some(admin) => {
+            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(admin.clone()).await?;
+            let settings: Vec<(String, String)> = sqlx::query_as(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('server_version', 'fsync', 'synchronous_commit') ORDER BY name",
+            )
+            .fetch_all(&pool)
+            .await?;
+            pool.close().await;
+            eprintln!("postgres: {}", settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "));
             events::postgres(&args, admin, &mut report).await?;
             reads::postgres(&args, admin, &mut report).await?;
         }
