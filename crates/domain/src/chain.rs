@@ -216,19 +216,25 @@ impl Verifier {
         self.head = ChainHead { seq, hash };
         Ok(self.head)
     }
+}
 
-    /// Finish: succeed with the head, or fail if an expected head hash was recorded elsewhere
-    /// and the chain does not end there (for example, its tail was cut off).
-    pub fn finish(&self, expect_head: Option<&Digest>) -> Result<ChainHead, ChainError> {
-        match expect_head {
-            Some(h) if *h != self.head.hash => Err(ChainError {
-                seq: self.head.seq + 1,
-                reason: format!(
-                    "the chain ends at seq {} with {}, not at the expected head {h} (events are missing or were rewritten)",
-                    self.head.seq, self.head.hash
-                ),
-            }),
-            _ => Ok(self.head),
+/// A chain that verifies but does not end at the head recorded for it elsewhere: events were cut
+/// off its tail, or it was rewritten.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("head mismatch: the chain ends at seq {} with head {}, expected {expected}", found.seq, found.hash)]
+pub struct HeadMismatch {
+    /// Where the chain actually ends.
+    pub found: ChainHead,
+    /// The head recorded for it.
+    pub expected: Digest,
+}
+
+impl ChainHead {
+    /// This head, if it is the `expected` one (when one was recorded).
+    pub fn expect(self, expected: Option<&Digest>) -> Result<ChainHead, HeadMismatch> {
+        match expected {
+            Some(e) if *e != self.hash => Err(HeadMismatch { found: self, expected: *e }),
+            _ => Ok(self),
         }
     }
 }
@@ -265,7 +271,7 @@ mod tests {
         for l in lines {
             v.check(l)?;
         }
-        v.finish(None)
+        Ok(v.head())
     }
 
     #[test]
@@ -349,9 +355,10 @@ mod tests {
         for l in &lines[..3] {
             v.check(l).unwrap();
         }
-        assert!(v.finish(None).is_ok());
-        let e = v.finish(Some(&full_head.hash)).unwrap_err();
-        assert_eq!(e.seq, 4);
+        assert!(v.head().expect(None).is_ok());
+        let e = v.head().expect(Some(&full_head.hash)).unwrap_err();
+        assert_eq!(e.found.seq, 3);
+        assert!(e.to_string().starts_with("head mismatch: the chain ends at seq 3 with head sha256:"), "{e}");
     }
 
     proptest! {

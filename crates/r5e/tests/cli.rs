@@ -173,7 +173,11 @@ fn a_cut_tail_is_caught_against_a_recorded_head() {
     assert!(verify_file(&cut).status.success(), "a prefix is a valid chain on its own");
     let out = r5e(&["audit", "verify", "--file", cut.to_str().unwrap(), "--expect-head", &head]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not at the expected head"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with("head mismatch: the chain ends at seq 9 with head sha256:"),
+        "{}",
+        text(&out.stderr)
+    );
     // A last line without its newline was cut mid-write.
     std::fs::write(&cut, format!("{}\n{}", lines[0], &lines[1][..40])).unwrap();
     let out = verify_file(&cut);

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use domain::Digest;
-use domain::chain::{ChainError, Verifier};
+use domain::chain::{ChainError, ChainHead, Verifier};
 use storage::{EventQuery, Store};
 
 use crate::backends::open_existing_store;
@@ -81,17 +81,20 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Verify { data, file, expect_head } => {
-            let result = match file {
-                Some(path) => verify_file(&path, expect_head.as_ref())?,
+            let verified = match file {
+                Some(path) => verify_file(&path)?,
                 None => {
                     let store = open_existing_store(&data).await?;
                     match store.events.verify_chain().await {
-                        Ok(head) => Verifier::resume(head).finish(expect_head.as_ref()),
+                        Ok(head) => Ok(head),
                         Err(storage::Error::ChainBroken(e)) => Err(e),
                         Err(e) => return Err(e.into()),
                     }
                 }
             };
+            let result = verified
+                .map_err(|e| e.to_string())
+                .and_then(|head| head.expect(expect_head.as_ref()).map_err(|e| e.to_string()));
             match result {
                 Ok(head) => {
                     println!("verified {} events, head {}", head.seq, head.hash);
@@ -143,7 +146,7 @@ async fn export(store: &Store, out: &mut impl Write) -> Result<u64> {
 }
 
 /// Verify an export: one canonical event per line, each terminated by `\n`.
-fn verify_file(path: &Path, expect_head: Option<&Digest>) -> Result<Result<domain::chain::ChainHead, ChainError>> {
+fn verify_file(path: &Path) -> Result<Result<ChainHead, ChainError>> {
     let input: Box<dyn Read> = if path == Path::new("-") {
         Box::new(std::io::stdin())
     } else {
@@ -155,7 +158,7 @@ fn verify_file(path: &Path, expect_head: Option<&Digest>) -> Result<Result<domai
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line).with_context(|| format!("cannot read {}", path.display()))? == 0 {
-            return Ok(verifier.finish(expect_head));
+            return Ok(Ok(verifier.head()));
         }
         if line.pop() != Some(b'\n') {
             let seq = verifier.head().seq + 1;
