@@ -218,6 +218,51 @@ pub async fn delete_and_finalizers(f: &dyn Fixture) {
     assert_eq!(types, ["resource.created", "resource.updated", "resource.deleted"]);
 }
 
+/// A recorded event commits just before the write it goes with, once, even when the write fails
+/// its precondition; a write that changes nothing records nothing.
+pub async fn recorded_events_precede_their_write(f: &dyn Fixture) {
+    let s = store(f).await;
+    let decision = |n: u32| EventDraft {
+        type_: "admission.decision".into(),
+        actor: "user:test".into(),
+        subject: "Graph/default/g".into(),
+        data: json!({"n": n}),
+    };
+    let created = s.graph.recording(decision(1)).create(graph_res("default", "g"), "user:test").await.unwrap();
+    let events = s.events.query(&EventQuery::default()).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| (e.seq, e.type_.as_str())).collect::<Vec<_>>(),
+        [(1, "admission.decision"), (2, "resource.created")]
+    );
+    assert_eq!(created.resource_version(), Some(2));
+
+    let err = s.graph.recording(decision(2)).create(graph_res("default", "g"), "user:test").await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists(_)));
+    let mut stale = created.clone();
+    stale.metadata.resource_version = Some("1".into());
+    stale.spec = json!({"description": "stale"});
+    assert!(matches!(s.graph.recording(decision(3)).update(stale, "user:test").await, Err(Error::Conflict(_))));
+    let unchanged = s.graph.recording(decision(4)).update(created.clone(), "user:test").await.unwrap();
+    assert_eq!(unchanged, created);
+    let mut blind = created.clone();
+    blind.metadata.resource_version = None;
+    blind.spec = json!({"description": "v2"});
+    s.graph.recording(decision(5)).update(blind, "user:test").await.unwrap();
+    let events = s.events.query(&EventQuery { from_seq: Some(3), ..Default::default() }).await.unwrap();
+    let seen: Vec<(String, serde_json::Value)> =
+        events.iter().map(|e| (e.type_.clone(), e.data["n"].clone())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("admission.decision".to_string(), json!(2)),
+            ("admission.decision".to_string(), json!(3)),
+            ("admission.decision".to_string(), json!(5)),
+            ("resource.updated".to_string(), serde_json::Value::Null),
+        ]
+    );
+    s.events.verify_chain().await.unwrap();
+}
+
 /// Lists are ordered, filtered by kind and namespace, and paginate with continue tokens.
 pub async fn list_and_paginate(f: &dyn Fixture) {
     let s = store(f).await;
@@ -690,6 +735,7 @@ macro_rules! graph_and_log_conformance {
     ($fixture:expr) => {
         $crate::conformance_cases!($fixture;
             create_then_get, create_twice_is_refused_without_a_trace, update_rules,
+            recorded_events_precede_their_write,
             each_write_is_exactly_one_event, delete_and_finalizers, list_and_paginate,
             query_by_labels_matches_selector_semantics, traverse_typed_edges, append_links_events,
             concurrent_writers_make_one_chain, two_handles_share_one_chain, reopen_continues_the_chain,

@@ -106,6 +106,8 @@ pub struct Hit {
 pub struct Graph {
     backend: Arc<dyn GraphBackend>,
     sequencer: Sequencer,
+    /// An event to commit in the same transaction as, and just before, the next write.
+    record: Option<EventDraft>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -124,12 +126,26 @@ fn draft(type_: &str, actor: &str, key: &ObjectKey) -> EventDraft {
 
 impl Graph {
     pub(crate) fn new(backend: Arc<dyn GraphBackend>, sequencer: Sequencer) -> Self {
-        Graph { backend, sequencer }
+        Graph { backend, sequencer, record: None }
+    }
+
+    /// A handle whose next write commits `event` first, in the same transaction (used by
+    /// admission to record its decision with the write it allowed). The event is committed even
+    /// if the write then fails its precondition, and only once, however often the write retries.
+    pub fn recording(&self, event: EventDraft) -> Graph {
+        Graph { record: Some(event), ..self.clone() }
+    }
+
+    /// Commit `entry`, preceded by the recorded event if it has not been committed yet.
+    async fn commit(&self, record: &mut Option<EventDraft>, entry: Entry) -> Result<Result<crate::Committed>> {
+        let mut entries: Vec<Entry> = record.take().map(|draft| Entry { draft, mutation: None }).into_iter().collect();
+        entries.push(entry);
+        Ok(self.sequencer.commit(entries).await?.pop().expect("one result per entry"))
     }
 
     async fn commit_one(&self, entry: Entry) -> Result<Resource> {
         let key = entry.mutation.as_ref().map(Mutation::key);
-        let committed = self.sequencer.commit(vec![entry]).await?.remove(0)?;
+        let committed = self.commit(&mut self.record.clone(), entry).await??;
         committed.object.ok_or_else(|| Error::NotFound(key.map(|k| k.to_string()).unwrap_or_default()))
     }
 
@@ -188,32 +204,30 @@ impl Graph {
                 Error::Invalid(format!("metadata.resourceVersion `{rv}` is not a resourceVersion this server issued"))
             })?),
         };
+        let mut record = self.record.clone();
         for _ in 0..UPDATE_RETRIES {
             let current = self.get(&key).await?;
             let current_rv = current.resource_version().unwrap_or_default();
-            if let Some(want) = expected {
-                crate::write::check_precondition(&key, Precondition::Version(want), Some(current_rv))?;
-            }
+            // The backend checks the caller's version (or the one just read) atomically.
+            let version = Precondition::Version(expected.unwrap_or(current_rv));
             let next = merge(&current, incoming.clone(), status_only)?;
             if next == current {
+                crate::write::check_precondition(&key, version, Some(current_rv))?;
                 return Ok(current);
             }
             let finished = next.metadata.deletion_timestamp.is_some() && next.metadata.finalizers.is_empty();
             let entry = if finished {
                 Entry {
                     draft: draft("resource.deleted", actor, &key),
-                    mutation: Some(Mutation::Remove {
-                        last: next.clone(),
-                        precondition: Precondition::Version(current_rv),
-                    }),
+                    mutation: Some(Mutation::Remove { last: next.clone(), precondition: version }),
                 }
             } else {
                 Entry {
                     draft: draft("resource.updated", actor, &key),
-                    mutation: Some(Mutation::Put { object: next, precondition: Precondition::Version(current_rv) }),
+                    mutation: Some(Mutation::Put { object: next, precondition: version }),
                 }
             };
-            match self.sequencer.commit(vec![entry]).await?.remove(0) {
+            match self.commit(&mut record, entry).await? {
                 Ok(c) => return Ok(c.object.expect("a mutation returns its object")),
                 // Lost a race with another writer: an unconditional update reads again.
                 Err(Error::Conflict(_)) if expected.is_none() => continue,
@@ -227,28 +241,28 @@ impl Graph {
     /// goes when the last finalizer is removed); otherwise it is removed. `expected` is an
     /// optional resourceVersion precondition. Returns the resource's final state.
     pub async fn delete(&self, key: &ObjectKey, expected: Option<u64>, actor: &str) -> Result<Resource> {
+        let mut record = self.record.clone();
         for _ in 0..UPDATE_RETRIES {
             let current = self.get(key).await?;
             let rv = current.resource_version().unwrap_or_default();
-            if let Some(want) = expected {
-                crate::write::check_precondition(key, Precondition::Version(want), Some(rv))?;
-            }
+            let version = Precondition::Version(expected.unwrap_or(rv));
             let entry = if current.metadata.finalizers.is_empty() {
                 Entry {
                     draft: draft("resource.deleted", actor, key),
-                    mutation: Some(Mutation::Remove { last: current.clone(), precondition: Precondition::Version(rv) }),
+                    mutation: Some(Mutation::Remove { last: current.clone(), precondition: version }),
                 }
             } else if current.metadata.deletion_timestamp.is_some() {
+                crate::write::check_precondition(key, version, Some(rv))?;
                 return Ok(current);
             } else {
                 let mut marked = current.clone();
                 marked.metadata.deletion_timestamp = Some(now());
                 Entry {
                     draft: draft("resource.updated", actor, key),
-                    mutation: Some(Mutation::Put { object: marked, precondition: Precondition::Version(rv) }),
+                    mutation: Some(Mutation::Put { object: marked, precondition: version }),
                 }
             };
-            match self.sequencer.commit(vec![entry]).await?.remove(0) {
+            match self.commit(&mut record, entry).await? {
                 Ok(c) => return Ok(c.object.expect("a mutation returns its object")),
                 Err(Error::Conflict(_)) if expected.is_none() => continue,
                 Err(e) => return Err(e),
