@@ -113,8 +113,9 @@ pub fn check_metadata(resource: &Value, namespaced: bool) -> Vec<FieldError> {
 }
 
 fn finish(mut errors: Vec<FieldError>) -> Result<(), Vec<FieldError>> {
-    let mut seen = std::collections::HashSet::new();
-    errors.retain(|e| seen.insert(e.clone()));
+    // Sorted by path, so that the same input always gets the same report.
+    errors.sort();
+    errors.dedup();
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 

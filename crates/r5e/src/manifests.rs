@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use domain::Resource;
 use domain::kinds;
+use domain::{ObjectKey, Resource};
 use serde_json::Value;
 
 /// A manifest read from disk, valid for its kind.
@@ -62,6 +62,29 @@ pub fn load(path: &Path, default_namespace: &str) -> Result<Vec<Manifest>> {
         bail!("{} invalid manifest(s), nothing was applied:\n  {}", problems.len(), problems.join("\n  "));
     }
     Ok(manifests)
+}
+
+/// The manifests reordered so that each comes after the ones it references (by spec reference or
+/// owner), keeping file order otherwise; references in a cycle keep their file order.
+pub fn in_reference_order(manifests: Vec<Manifest>) -> Vec<Manifest> {
+    let keys: Vec<ObjectKey> = manifests.iter().map(|m| m.resource.key()).collect();
+    let needs: Vec<Vec<usize>> = manifests
+        .iter()
+        .map(|m| {
+            storage::references(&m.resource).iter().filter_map(|r| keys.iter().position(|k| *k == r.target)).collect()
+        })
+        .collect();
+    let mut placed = vec![false; manifests.len()];
+    let mut order = Vec::with_capacity(manifests.len());
+    while order.len() < manifests.len() {
+        let ready = (0..manifests.len()).find(|&i| !placed[i] && needs[i].iter().all(|&j| placed[j] || j == i));
+        // In a cycle nothing is ready: take the first unplaced one and let admission judge it.
+        let next = ready.unwrap_or_else(|| placed.iter().position(|p| !p).expect("one is unplaced"));
+        placed[next] = true;
+        order.push(next);
+    }
+    let mut slots: Vec<Option<Manifest>> = manifests.into_iter().map(Some).collect();
+    order.into_iter().map(|i| slots[i].take().expect("each placed once")).collect()
 }
 
 fn parse_documents(file: &Path, text: &str) -> Result<Vec<Value>> {
@@ -129,6 +152,21 @@ mod tests {
         let keys: Vec<String> = m.iter().map(|m| m.resource.key().to_string()).collect();
         assert_eq!(keys, ["Guideline/default/g1", "Guideline/team-a/g2", "Capability/default/fs.read"]);
         assert!(m[0].origin.ends_with("a.yaml#1"));
+    }
+
+    #[test]
+    fn referenced_manifests_come_first() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.yaml",
+            "apiVersion: r5e.ai/v1alpha1\nkind: Node\nmetadata: {name: b}\nspec: {graphRef: {name: g}, dependsOn: [a]}\n---\napiVersion: r5e.ai/v1alpha1\nkind: Node\nmetadata: {name: a}\nspec: {graphRef: {name: g}}\n---\napiVersion: r5e.ai/v1alpha1\nkind: Graph\nmetadata: {name: g}\nspec: {authority: {}}\n---\napiVersion: r5e.ai/v1alpha1\nkind: Guideline\nmetadata: {name: x}\nspec: {content: c}\n",
+        );
+        let order: Vec<String> = in_reference_order(load(dir.path(), "default").unwrap())
+            .iter()
+            .map(|m| m.resource.key().to_string())
+            .collect();
+        assert_eq!(order, ["Graph/default/g", "Node/default/a", "Node/default/b", "Guideline/default/x"]);
     }
 
     #[test]

@@ -54,17 +54,44 @@ fn the_main_job_applies_manifests_and_verifies_the_chain() {
     let first = r5e(&["run", example.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
     assert!(first.status.success(), "{}", text(&first.stderr));
     let stdout = text(&first.stdout);
-    assert!(stdout.contains("11 created, 0 updated, 0 unchanged"), "{stdout}");
-    assert!(stdout.contains("audit chain verified: 11 events, head sha256:"), "{stdout}");
+    assert!(stdout.contains("11 created, 0 updated, 0 unchanged, 0 refused"), "{stdout}");
+    // Each write is two events: the admission decision and the write it allowed.
+    assert!(stdout.contains("audit chain verified: 22 events, head sha256:"), "{stdout}");
     // Running again changes nothing and writes no event.
     let again = r5e(&["run", example.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
-    assert!(text(&again.stdout).contains("0 created, 0 updated, 11 unchanged"));
-    assert!(text(&again.stdout).contains("audit chain verified: 11 events"));
+    assert!(text(&again.stdout).contains("0 created, 0 updated, 11 unchanged, 0 refused"));
+    assert!(text(&again.stdout).contains("audit chain verified: 22 events"));
     let log =
         r5e(&["audit", "log", "--data-dir", data.to_str().unwrap(), "--type", "resource.created", "--limit", "3"]);
     let log = text(&log.stdout);
     assert_eq!(log.lines().count(), 4, "{log}");
     assert!(log.contains("Capability/default/fs.read"));
+}
+
+#[test]
+fn a_manifest_admission_refuses_fails_the_run_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("m");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("a.yaml"),
+        "apiVersion: r5e.ai/v1alpha1\nkind: Graph\nmetadata: {name: g}\nspec: {authority: {capabilities: [fs.read]}}\n---\n\
+         apiVersion: r5e.ai/v1alpha1\nkind: Node\nmetadata: {name: n}\nspec: {graphRef: {name: g}, authority: {capabilities: [deploy]}}\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = r5e(&["run", manifests.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stdout).contains("1 created, 0 updated, 0 unchanged, 1 refused"), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "refs stage refused it: spec.authority exceeds the authority of Graph/default/g: capability `deploy`"
+        ),
+        "{err}"
+    );
+    let log = text(&r5e(&["audit", "log", "--data-dir", data.to_str().unwrap(), "-o", "json"]).stdout);
+    assert!(log.contains("\"verdict\":\"deny\""), "the refusal is on the record: {log}");
 }
 
 #[test]
@@ -94,7 +121,7 @@ fn invalid_manifests_are_all_reported_and_nothing_is_applied() {
 #[test]
 fn an_export_verifies_here_and_with_the_independent_verifier() {
     let (_dir, export, lines) = quickstart();
-    assert_eq!(lines.len(), 11);
+    assert_eq!(lines.len(), 22);
     let ours = verify_file(&export);
     assert!(ours.status.success(), "{}", text(&ours.stderr));
     let theirs = python_verify(&export);
@@ -106,15 +133,17 @@ fn an_export_verifies_here_and_with_the_independent_verifier() {
 fn a_hand_edited_export_is_refused_naming_the_seq() {
     let (dir, _export, lines) = quickstart();
     let edited = dir.path().join("edited.jsonl");
+    let harness = lines.iter().position(|l| l.contains("resource.created") && l.contains("local-script")).unwrap();
+    let harness_seq = format!("seq {}", harness + 1);
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
         (
             "modified",
             {
                 let mut l = lines.clone();
-                l[4] = l[4].replace("local-script", "local-scrip7");
+                l[harness] = l[harness].replace("local-script", "local-scrip7");
                 l
             },
-            "seq 5",
+            &harness_seq,
         ),
         (
             "deleted",
@@ -202,7 +231,7 @@ fn verify_of_a_live_store_and_of_a_missing_one() {
     let data = dir.path().join("data");
     let out = r5e(&["audit", "verify", "--data-dir", data.to_str().unwrap()]);
     assert!(out.status.success());
-    assert!(text(&out.stdout).starts_with("verified 11 events, head sha256:"));
+    assert!(text(&out.stdout).starts_with("verified 22 events, head sha256:"));
     let out = r5e(&["audit", "verify", "--data-dir", dir.path().join("nowhere").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no r5e data in"), "{}", text(&out.stderr));
@@ -249,11 +278,15 @@ async fn the_main_job_on_postgres() {
     let args = ["--data-dir", data.to_str().unwrap(), "--database-url", url.as_str()];
     let run = r5e(&[&["run", example.to_str().unwrap()][..], &args].concat());
     assert!(run.status.success(), "{}", text(&run.stderr));
-    assert!(text(&run.stdout).contains("11 created, 0 updated, 0 unchanged in Postgres"), "{}", text(&run.stdout));
+    assert!(
+        text(&run.stdout).contains("11 created, 0 updated, 0 unchanged, 0 refused in Postgres"),
+        "{}",
+        text(&run.stdout)
+    );
     assert!(!data.join("r5e.db").exists(), "with a database URL nothing goes to the embedded database");
     let verify = r5e(&[&["audit", "verify"][..], &args].concat());
     assert!(verify.status.success(), "{}", text(&verify.stderr));
-    assert!(text(&verify.stdout).starts_with("verified 11 events"));
+    assert!(text(&verify.stdout).starts_with("verified 22 events"));
     // The same through the environment variable.
     let out = Command::new(env!("CARGO_BIN_EXE_r5e"))
         .args(["audit", "log", "--data-dir", data.to_str().unwrap(), "--type", "resource.created", "--limit", "1"])

@@ -33,6 +33,7 @@ pub use sequencer::CommitStats;
 pub use store::{Backend, Store};
 pub use write::{
     Committed, Entry, Mutation, Plan, Precondition, Prepared, Write, check_precondition, mutated_keys, plan, prepare,
+    references,
 };
 
 /// Result with [`Error`].

@@ -1,0 +1,240 @@
+//! Admission: every create, update and delete, by a person or an agent, passes four stages in
+//! order before anything is written, and fails closed:
+//!
+//! 1. **schema**: the resource is well formed for its kind (built-in or defined by a
+//!    CustomResourceDefinition), including kind-specific rules (a Policy's Cedar parses, an
+//!    Artifact's spec never changes);
+//! 2. **refs**: every resource it references exists, and any authority it carries is a subset of
+//!    the authority of what it derives from (Graph -> Node -> Task -> AgentSession);
+//! 3. **policy**: the Cedar policy set in force permits the actor's action on it;
+//! 4. **identity**: the actor may act at all: service accounts and sessions stay in their
+//!    namespace, and a session never authorises itself (it cannot write sessions, policies,
+//!    capabilities or kinds, nor grant more than it holds).
+//!
+//! Every decision, allow or deny, is an `admission.decision` event naming the actor, the verdict,
+//! the stage and reason, and the digest of the policy set. An allowed write commits in the same
+//! transaction as its decision; a refused one leaves nothing but its decision. There is no other
+//! way to write through this crate, and the HTTP API and in-process callers use the same one.
+
+mod identity;
+mod policies;
+mod stages;
+
+use std::fmt;
+
+use domain::chain::EventDraft;
+use domain::schema::FieldError;
+use domain::{Digest, ObjectKey, Resource};
+use serde_json::{Value, json};
+use storage::Store;
+
+pub use identity::Identity;
+
+/// The stage that refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Schema validation.
+    Schema,
+    /// Reference preflight and authority narrowing.
+    Refs,
+    /// Cedar policy.
+    Policy,
+    /// The identity gate.
+    Identity,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Schema => "schema",
+            Stage::Refs => "refs",
+            Stage::Policy => "policy",
+            Stage::Identity => "identity",
+        })
+    }
+}
+
+/// A write admission decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Create a resource.
+    Create,
+    /// Replace its metadata and spec.
+    Update,
+    /// Replace its status.
+    UpdateStatus,
+    /// Delete it.
+    Delete,
+}
+
+impl Operation {
+    fn action(self) -> policy::Action {
+        match self {
+            Operation::Create => policy::Action::Create,
+            Operation::Update => policy::Action::Update,
+            Operation::UpdateStatus => policy::Action::UpdateStatus,
+            Operation::Delete => policy::Action::Delete,
+        }
+    }
+}
+
+/// Why a request was not carried out.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The resource is not valid (schema or references): fix it and send it again.
+    #[error("{stage} stage refused it: {}", list(.errors))]
+    Invalid {
+        /// Which stage.
+        stage: Stage,
+        /// Each problem, by field.
+        errors: Vec<FieldError>,
+    },
+    /// The actor may not do this (authority, policy or identity).
+    #[error("{stage} stage refused it: {reason}")]
+    Forbidden {
+        /// Which stage.
+        stage: Stage,
+        /// Why, naming the policy or the authority that was exceeded.
+        reason: String,
+    },
+    /// Storage failed or refused (not found, conflict, unavailable).
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+}
+
+fn list(errors: &[FieldError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// What admission decided about one request, without writing it (for explain and dry runs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Review {
+    /// Allowed, or the error that would be returned.
+    pub outcome: Result<(), Error>,
+    /// The policies that decided the policy stage, if it was reached.
+    pub policies: Vec<String>,
+    /// The digest of the policy set in force.
+    pub policy_set: Digest,
+}
+
+/// The admission pipeline over a store.
+#[derive(Debug)]
+pub struct Admission {
+    store: Store,
+    policies: policies::Cache,
+}
+
+impl Admission {
+    /// Admission over `store`.
+    pub fn new(store: Store) -> Admission {
+        Admission { store, policies: policies::Cache::default() }
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Create `object` (a whole resource as JSON).
+    pub async fn create(&self, who: &Identity, object: Value) -> Result<Resource, Error> {
+        self.write(who, Operation::Create, object, None).await
+    }
+
+    /// Replace `object`'s metadata and spec (conditional if it carries a resourceVersion).
+    pub async fn update(&self, who: &Identity, object: Value) -> Result<Resource, Error> {
+        self.write(who, Operation::Update, object, None).await
+    }
+
+    /// Replace `object`'s status.
+    pub async fn update_status(&self, who: &Identity, object: Value) -> Result<Resource, Error> {
+        self.write(who, Operation::UpdateStatus, object, None).await
+    }
+
+    /// Delete the resource at `key` (conditional on `expected` if given).
+    pub async fn delete(&self, who: &Identity, key: &ObjectKey, expected: Option<u64>) -> Result<Resource, Error> {
+        let current = self.store.graph.get(key).await?;
+        self.write(who, Operation::Delete, current.to_value(), expected).await
+    }
+
+    /// Run every stage for a request and say what would happen, writing nothing.
+    pub async fn review(&self, who: &Identity, operation: Operation, object: Value) -> Review {
+        let set = self.policies.current(&self.store).await;
+        let (outcome, policies) = match stages::run(&self.store, &set, who, operation, &object).await {
+            Ok(admitted) => (Ok(()), admitted.policies),
+            Err((e, policies)) => (Err(e), policies),
+        };
+        Review { outcome, policies, policy_set: set.digest() }
+    }
+
+    async fn write(
+        &self,
+        who: &Identity,
+        op: Operation,
+        object: Value,
+        expected: Option<u64>,
+    ) -> Result<Resource, Error> {
+        let set = self.policies.current(&self.store).await;
+        let key = key_of(&object);
+        match stages::run(&self.store, &set, who, op, &object).await {
+            Err((error, policies)) => {
+                let record = decision(who, op, &key, Err(&error), &policies, set.digest());
+                self.store.events.append(record).await?;
+                Err(error)
+            }
+            Ok(admitted) => {
+                let record = decision(who, op, &key, Ok(()), &admitted.policies, set.digest());
+                let graph = self.store.graph.recording(record);
+                let actor = who.actor();
+                let resource = admitted.resource;
+                let written = match op {
+                    Operation::Create => graph.create(resource, &actor).await?,
+                    Operation::Update => graph.update(resource, &actor).await?,
+                    Operation::UpdateStatus => graph.update_status(resource, &actor).await?,
+                    Operation::Delete => graph.delete(&resource.key(), expected, &actor).await?,
+                };
+                if written.kind == "Policy" {
+                    self.policies.invalidate().await;
+                }
+                Ok(written)
+            }
+        }
+    }
+}
+
+/// The key named by a resource's JSON, as well as it can be read (for the decision event of a
+/// request too malformed to parse).
+fn key_of(object: &Value) -> ObjectKey {
+    let s = |p: &str| object.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    ObjectKey { kind: s("/kind"), namespace: s("/metadata/namespace"), name: s("/metadata/name") }
+}
+
+/// The `admission.decision` event for a request.
+fn decision(
+    who: &Identity,
+    op: Operation,
+    key: &ObjectKey,
+    outcome: Result<(), &Error>,
+    policies: &[String],
+    policy_set: Digest,
+) -> EventDraft {
+    let (verdict, stage, reason) = match outcome {
+        Ok(()) => ("allow", Value::Null, Value::Null),
+        Err(Error::Invalid { stage, .. } | Error::Forbidden { stage, .. }) => {
+            ("deny", json!(stage.to_string()), json!(outcome.err().map(ToString::to_string)))
+        }
+        Err(e) => ("deny", Value::Null, json!(e.to_string())),
+    };
+    EventDraft {
+        type_: "admission.decision".into(),
+        actor: who.actor(),
+        subject: key.to_string(),
+        data: json!({
+            "verdict": verdict,
+            "operation": op.action().as_str(),
+            "stage": stage,
+            "reason": reason,
+            "policies": policies,
+            "policy_set": policy_set.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,266 @@
+//! The four stages, in order. Each returns the first reason to refuse; none writes anything.
+
+use domain::authority::Widening;
+use domain::kinds::{self, crd_kind_info};
+use domain::schema::{self, FieldError};
+use domain::{Authority, ObjectKey, Resource};
+use policy::{PrincipalKind, Target};
+use serde_json::Value;
+use storage::Store;
+
+use crate::policies::Built;
+use crate::{Error, Identity, Operation, Stage};
+
+/// A request that passed every stage.
+pub(crate) struct Admitted {
+    pub resource: Resource,
+    pub policies: Vec<String>,
+}
+
+/// A refusal, with the policies that decided it (if the policy stage was reached).
+type Refusal = (Error, Vec<String>);
+
+/// Run schema -> refs -> policy -> identity.
+pub(crate) async fn run(
+    store: &Store,
+    set: &Built,
+    who: &Identity,
+    op: Operation,
+    object: &Value,
+) -> Result<Admitted, Refusal> {
+    if let Some(reason) = &set.broken {
+        return Err((Error::Forbidden { stage: Stage::Policy, reason: reason.clone() }, Vec::new()));
+    }
+    let resource = schema_stage(store, op, object).await.map_err(|e| (e, Vec::new()))?;
+    if matches!(op, Operation::Create | Operation::Update) {
+        refs_stage(store, &resource).await.map_err(|e| (e, Vec::new()))?;
+    }
+    let target = target(store, &resource).await.map_err(|e| (e, Vec::new()))?;
+    let decision = set.set.evaluate(&who.principal, op.action(), &target);
+    if !decision.allowed {
+        return Err((Error::Forbidden { stage: Stage::Policy, reason: decision.explanation() }, decision.determining));
+    }
+    identity_stage(who, op, &resource).map_err(|e| (e, decision.determining.clone()))?;
+    Ok(Admitted { resource, policies: decision.determining })
+}
+
+fn invalid(stage: Stage, path: &str, message: impl Into<String>) -> Error {
+    Error::Invalid { stage, errors: vec![FieldError::new(path, message)] }
+}
+
+/// Stage 1: the resource is well formed for its kind.
+async fn schema_stage(store: &Store, op: Operation, object: &Value) -> Result<Resource, Error> {
+    let parse = |v: &Value| -> Result<Resource, Error> {
+        serde_json::from_value(v.clone()).map_err(|e| invalid(Stage::Schema, "", format!("not a resource: {e}")))
+    };
+    if op == Operation::Delete {
+        return parse(object);
+    }
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    match kinds::find(kind).filter(|k| k.kind == kind) {
+        Some(info) => {
+            if api_version != info.api_version() {
+                return Err(invalid(Stage::Schema, "apiVersion", format!("{kind} needs `{}`", info.api_version())));
+            }
+            schema::validate(info, object).map_err(|errors| Error::Invalid { stage: Stage::Schema, errors })?;
+        }
+        None => {
+            let custom =
+                custom_kinds(store).await?.into_iter().find(|c| c.kind == kind && c.api_version() == api_version);
+            let Some(custom) = custom else {
+                let known: Vec<&str> = kinds::builtin().iter().map(|k| k.kind).collect();
+                return Err(invalid(
+                    Stage::Schema,
+                    "kind",
+                    format!(
+                        "unknown kind `{kind}` in `{api_version}`: the built-in kinds are {}, and no CustomResourceDefinition defines it",
+                        known.join(", ")
+                    ),
+                ));
+            };
+            custom.validate(object).map_err(|errors| Error::Invalid { stage: Stage::Schema, errors })?;
+        }
+    }
+    let resource = parse(object)?;
+    match resource.kind.as_str() {
+        "Policy" => {
+            let source =
+                format!("{}/{}", resource.metadata.namespace.as_deref().unwrap_or_default(), resource.metadata.name);
+            let cedar = resource.spec.get("cedar").and_then(Value::as_str).unwrap_or_default();
+            policy::check(&source, cedar).map_err(|e| invalid(Stage::Schema, "spec.cedar", e.to_string()))?;
+        }
+        "CustomResourceDefinition" => {
+            crd_kind_info(&resource).map_err(|e| invalid(Stage::Schema, "spec", e))?;
+        }
+        _ => {}
+    }
+    if op == Operation::Update && resource.kind == "Artifact" {
+        let current = store.graph.get(&resource.key()).await?;
+        if current.spec != resource.spec {
+            return Err(invalid(
+                Stage::Schema,
+                "spec",
+                "an Artifact's spec never changes: store the new content as a new Artifact",
+            ));
+        }
+    }
+    Ok(resource)
+}
+
+async fn custom_kinds(store: &Store) -> Result<Vec<kinds::CustomKind>, Error> {
+    let crds = store.graph.query_by_labels(&Default::default(), Some("CustomResourceDefinition"), None).await?;
+    Ok(crds.iter().filter_map(|c| crd_kind_info(c).ok()).collect())
+}
+
+/// Edges that say what a resource applies to rather than what it depends on: they are kept for
+/// traversal but need not exist yet (a Guideline may name a Workflow that names it back).
+const APPLIES_TO_EDGES: &[&str] = &["spec.appliesTo.workflows", "spec.tools"];
+
+/// Stage 2: every referenced resource exists, owners match their uid, and authority only narrows.
+async fn refs_stage(store: &Store, resource: &Resource) -> Result<(), Error> {
+    let mut errors = Vec::new();
+    let namespace = resource.metadata.namespace.clone().unwrap_or_default();
+    for (i, owner) in resource.metadata.owner_references.iter().enumerate() {
+        let key = ObjectKey::new(&owner.kind, &namespace, &owner.name);
+        match store.graph.get(&key).await {
+            Ok(o) if o.metadata.uid.as_deref() == Some(owner.uid.as_str()) => {}
+            Ok(_) => errors.push(FieldError::new(
+                format!("metadata.ownerReferences[{i}].uid"),
+                format!("{key} exists with another uid"),
+            )),
+            Err(storage::Error::NotFound(_)) => {
+                errors.push(FieldError::new(format!("metadata.ownerReferences[{i}]"), format!("{key} does not exist")))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let must_exist = |edge: &str| edge != domain::resource::OWNER_EDGE && !APPLIES_TO_EDGES.contains(&edge);
+    for r in storage::references(resource).into_iter().filter(|r| must_exist(&r.edge)) {
+        match store.graph.get(&r.target).await {
+            Ok(_) => {}
+            Err(storage::Error::NotFound(_)) => {
+                errors.push(FieldError::new(&r.edge, format!("{} does not exist", r.target)))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Invalid { stage: Stage::Refs, errors });
+    }
+    for (parent, parent_authority) in parent_authorities(store, resource).await? {
+        let Some(own) = authority_of(resource)? else { continue };
+        let widenings = own.widenings_over(&parent_authority);
+        if !widenings.is_empty() {
+            return Err(Error::Forbidden {
+                stage: Stage::Refs,
+                reason: format!("spec.authority exceeds the authority of {parent}: {}", describe(&widenings)),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn describe(widenings: &[Widening]) -> String {
+    widenings.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// `spec.authority`, if the resource has one.
+fn authority_of(resource: &Resource) -> Result<Option<Authority>, Error> {
+    match resource.spec.get("authority") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| invalid(Stage::Refs, "spec.authority", format!("not an authority: {e}"))),
+    }
+}
+
+/// The authorities `resource` derives from: a Node from its Graph, a Task from its Node (or,
+/// when the Node inherits, its Graph), a session from its Task and its parent session.
+async fn parent_authorities(store: &Store, resource: &Resource) -> Result<Vec<(ObjectKey, Authority)>, Error> {
+    let namespace = resource.metadata.namespace.clone().unwrap_or_default();
+    let reference = |field: &str, kind: &str| -> Option<ObjectKey> {
+        let r = resource.spec.get(field)?;
+        let name = r.get("name")?.as_str()?;
+        let ns = r.get("namespace").and_then(Value::as_str).unwrap_or(&namespace);
+        Some(ObjectKey::new(kind, ns, name))
+    };
+    let mut chain: Vec<Vec<ObjectKey>> = Vec::new();
+    match resource.kind.as_str() {
+        "Node" => chain.push(reference("graphRef", "Graph").into_iter().collect()),
+        // The first of these that states an authority is the parent.
+        "Task" => chain.push(reference("nodeRef", "Node").into_iter().chain(reference("graphRef", "Graph")).collect()),
+        "AgentSession" => {
+            chain.push(reference("taskRef", "Task").into_iter().collect());
+            chain.push(reference("parentSessionRef", "AgentSession").into_iter().collect());
+        }
+        _ => {}
+    }
+    let mut out = Vec::new();
+    for candidates in chain {
+        for key in candidates {
+            let parent = store.graph.get(&key).await?;
+            if let Some(a) = authority_of(&parent)? {
+                out.push((key, a));
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The policy target for a resource, with its Graph when it names one.
+async fn target(store: &Store, resource: &Resource) -> Result<Target, Error> {
+    let graph = match resource.spec.get("graphRef").and_then(|r| r.get("name")).and_then(Value::as_str) {
+        Some(name) if resource.kind != "Graph" => {
+            let ns = resource.metadata.namespace.clone().unwrap_or_default();
+            match store.graph.get(&ObjectKey::new("Graph", &ns, name)).await {
+                Ok(g) => Some(Box::new(plain_target(&g))),
+                Err(storage::Error::NotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        _ => None,
+    };
+    Ok(Target { graph, ..plain_target(resource) })
+}
+
+fn plain_target(r: &Resource) -> Target {
+    Target {
+        kind: r.kind.clone(),
+        namespace: r.metadata.namespace.clone().unwrap_or_default(),
+        name: r.metadata.name.clone(),
+        labels: r.metadata.labels.clone(),
+        spec: r.spec.clone(),
+        graph: None,
+    }
+}
+
+/// Kinds a session may never write: writing them would let it authorise itself.
+const SELF_AUTHORISING: &[&str] = &["AgentSession", "Policy", "Capability", "CustomResourceDefinition"];
+
+/// Stage 4: the actor may act here at all, and never authorises itself.
+fn identity_stage(who: &Identity, op: Operation, resource: &Resource) -> Result<(), Error> {
+    let forbid = |reason: String| Err(Error::Forbidden { stage: Stage::Identity, reason });
+    let actor = who.actor();
+    if let Some(home) = who.namespace() {
+        let ns = resource.metadata.namespace.as_deref().unwrap_or_default();
+        if ns != home {
+            return forbid(format!("{actor} may act only in namespace `{home}`, not on {}", resource.key()));
+        }
+    }
+    if who.principal.kind == PrincipalKind::Session {
+        if SELF_AUTHORISING.contains(&resource.kind.as_str()) {
+            return forbid(format!("{actor} may not write a {}: a session never authorises itself", resource.kind));
+        }
+        if matches!(op, Operation::Create | Operation::Update)
+            && let (Some(granted), Some(held)) = (authority_of(resource)?, &who.authority)
+        {
+            let widenings = granted.widenings_over(held);
+            if !widenings.is_empty() {
+                return forbid(format!("{actor} may not grant more than it holds: {}", describe(&widenings)));
+            }
+        }
+    }
+    Ok(())
+}
