@@ -156,6 +156,24 @@ impl Admission {
         self.write(who, Operation::Delete, current.to_value(), expected).await
     }
 
+    /// Decide a read (`get`, `list`, `watch`) of `target` by policy and the identity gate. A refusal
+    /// is recorded as a decision; an allowed read is not (reads are too frequent to log, and change
+    /// nothing). For `list` and `watch`, `target` has an empty name.
+    pub async fn authorize_read(
+        &self,
+        who: &Identity,
+        action: policy::Action,
+        target: &ObjectKey,
+    ) -> Result<(), Error> {
+        let set = self.policies.current(&self.store).await;
+        let outcome = stages::authorize_read(&set, who, action, target);
+        if let Err((error, policies)) = &outcome {
+            let record = decision_record(who, action.as_str(), target, Err(error), policies, set.digest());
+            self.store.events.append(record).await?;
+        }
+        outcome.map_err(|(e, _)| e)
+    }
+
     /// Run every stage for a request and say what would happen, writing nothing.
     pub async fn review(&self, who: &Identity, operation: Operation, object: Value) -> Review {
         let set = self.policies.current(&self.store).await;
@@ -177,12 +195,12 @@ impl Admission {
         let key = key_of(&object);
         match stages::run(&self.store, &set, who, op, &object).await {
             Err((error, policies)) => {
-                let record = decision(who, op, &key, Err(&error), &policies, set.digest());
+                let record = decision_record(who, op.action().as_str(), &key, Err(&error), &policies, set.digest());
                 self.store.events.append(record).await?;
                 Err(error)
             }
             Ok(admitted) => {
-                let record = decision(who, op, &key, Ok(()), &admitted.policies, set.digest());
+                let record = decision_record(who, op.action().as_str(), &key, Ok(()), &admitted.policies, set.digest());
                 let graph = self.store.graph.recording(record);
                 let actor = who.actor();
                 let resource = admitted.resource;
@@ -209,9 +227,9 @@ fn key_of(object: &Value) -> ObjectKey {
 }
 
 /// The `admission.decision` event for a request.
-fn decision(
+fn decision_record(
     who: &Identity,
-    op: Operation,
+    operation: &str,
     key: &ObjectKey,
     outcome: Result<(), &Error>,
     policies: &[String],
@@ -230,7 +248,7 @@ fn decision(
         subject: key.to_string(),
         data: json!({
             "verdict": verdict,
-            "operation": op.action().as_str(),
+            "operation": operation,
             "stage": stage,
             "reason": reason,
             "policies": policies,

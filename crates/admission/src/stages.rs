@@ -236,6 +236,37 @@ fn plain_target(r: &Resource) -> Target {
     }
 }
 
+/// Policy and the identity gate for a read of `key` (a collection when its name is empty).
+pub(crate) fn authorize_read(
+    set: &Built,
+    who: &Identity,
+    action: policy::Action,
+    key: &ObjectKey,
+) -> Result<(), Refusal> {
+    if let Some(reason) = &set.broken {
+        return Err((Error::Forbidden { stage: Stage::Policy, reason: reason.clone() }, Vec::new()));
+    }
+    let target = Target {
+        kind: key.kind.clone(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        labels: Default::default(),
+        spec: Value::Null,
+        graph: None,
+    };
+    let decision = set.set.evaluate(&who.principal, action, &target);
+    if !decision.allowed {
+        return Err((Error::Forbidden { stage: Stage::Policy, reason: decision.explanation() }, decision.determining));
+    }
+    if let Some(home) = who.namespace()
+        && key.namespace != home
+    {
+        let reason = format!("{} may act only in namespace `{home}`", who.actor());
+        return Err((Error::Forbidden { stage: Stage::Identity, reason }, decision.determining));
+    }
+    Ok(())
+}
+
 /// Kinds a session may never write: writing them would let it authorise itself.
 const SELF_AUTHORISING: &[&str] = &["AgentSession", "Policy", "Capability", "CustomResourceDefinition"];
 

@@ -387,3 +387,23 @@ async fn broken_stored_policies_fail_closed_and_review_explains_without_writing(
     assert_eq!(review.policies, ["r5e:admins"]);
     assert_eq!(f.admission.store().events.head().await.unwrap().seq, before, "a review writes nothing");
 }
+
+#[tokio::test]
+async fn reads_are_decided_by_policy_and_only_refusals_are_recorded() {
+    let f = fixture().await;
+    let key = ObjectKey::new("Graph", "a", "");
+    f.admission.authorize_read(&admin(), policy::Action::List, &key).await.unwrap();
+    assert_eq!(f.admission.store().events.head().await.unwrap().seq, 0);
+    let err = f
+        .admission
+        .authorize_read(&Identity::user("eve", &[]), policy::Action::Get, &ObjectKey::new("Graph", "a", "g"))
+        .await
+        .unwrap_err();
+    assert_eq!(stage_of(&err), Stage::Policy);
+    let ci = Identity::service_account("w", "ci", &["admins"]);
+    let err = f.admission.authorize_read(&ci, policy::Action::Watch, &key).await.unwrap_err();
+    assert_eq!(stage_of(&err), Stage::Identity);
+    let d = decisions(&f.admission).await;
+    assert_eq!(d.len(), 2);
+    assert!(d.iter().all(|d| d["verdict"] == "deny"));
+}
