@@ -1,0 +1,66 @@
+//! The HTTP API: Kubernetes-style discovery and resources, every write through admission, every
+//! error a `Status`. One router serves built-in kinds and kinds defined by
+//! CustomResourceDefinitions alike.
+//!
+//! Paths (all under `/apis`, parsed in [`path`]):
+//! - `/apis`, `/apis/{group}`, `/apis/{group}/{version}`: discovery;
+//! - `/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}[/status]]`: namespaced resources;
+//! - `/apis/{group}/{version}/{plural}[/{name}[/status]]`: cluster-scoped resources, and lists of
+//!   a namespaced kind across all namespaces.
+
+mod auth;
+mod discovery;
+mod error;
+mod patch;
+mod path;
+mod resources;
+
+use std::sync::Arc;
+
+use admission::Admission;
+use axum::Router;
+use axum::routing::get;
+
+pub use auth::{TokenRecord, Tokens};
+pub use error::Error;
+
+/// Largest request body accepted (a resource is small; artifacts' bytes go to the CAS).
+pub const MAX_BODY: usize = 3 << 20;
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Every write goes through here.
+    pub admission: Arc<Admission>,
+    /// The bearer tokens accepted.
+    pub tokens: Tokens,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/version", get(discovery::version))
+        .route("/api", get(discovery::core_versions))
+        .route("/api/v1", get(discovery::core_resources))
+        .route("/apis", get(groups))
+        .route("/apis/{*rest}", axum::routing::any(resources::dispatch))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .with_state(state)
+}
+
+/// `GET /apis`, for authenticated callers.
+async fn groups(
+    state: axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::Json<serde_json::Value>, Error> {
+    state.tokens.authenticate(&headers)?;
+    discovery::groups(state).await
+}
+
+/// Ready when the store answers.
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Result<&'static str, Error> {
+    state.admission.store().events.head().await?;
+    Ok("ok")
+}
