@@ -2,7 +2,9 @@
 //! the identity it stands for. Every request but the health checks must carry one.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use admission::Identity;
 use axum::http::HeaderMap;
@@ -43,21 +45,75 @@ impl TokenRecord {
     }
 }
 
-/// The tokens a server accepts.
+/// The tokens a server accepts: fixed, or read from a file and re-read whenever it changes (so
+/// `r5e token create|revoke` take effect at once).
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     by_hash: Arc<RwLock<HashMap<Digest, TokenRecord>>>,
+    file: Option<Arc<TokenFile>>,
+}
+
+#[derive(Debug)]
+struct TokenFile {
+    path: PathBuf,
+    modified: RwLock<Option<SystemTime>>,
+}
+
+/// Read the token records in `path` (none if it does not exist).
+pub fn read_token_file(path: &Path) -> std::io::Result<Vec<TokenRecord>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Write token records to `path` atomically, readable by the owner only.
+pub fn write_token_file(path: &Path, records: &[TokenRecord]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(records).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 impl Tokens {
     /// Tokens from their records.
     pub fn new(records: Vec<TokenRecord>) -> Tokens {
         let map = records.into_iter().map(|r| (r.hash, r)).collect();
-        Tokens { by_hash: Arc::new(RwLock::new(map)) }
+        Tokens { by_hash: Arc::new(RwLock::new(map)), file: None }
+    }
+
+    /// Tokens kept in `path`, re-read whenever the file changes.
+    pub fn from_file(path: &Path) -> std::io::Result<Tokens> {
+        let tokens = Tokens {
+            file: Some(Arc::new(TokenFile { path: path.to_path_buf(), modified: RwLock::new(None) })),
+            ..Tokens::default()
+        };
+        tokens.refresh()?;
+        Ok(tokens)
+    }
+
+    /// Re-read the file if it changed since the last read.
+    fn refresh(&self) -> std::io::Result<()> {
+        let Some(file) = &self.file else { return Ok(()) };
+        let modified = std::fs::metadata(&file.path).and_then(|m| m.modified()).ok();
+        if *file.modified.read().expect("token file lock") == modified && modified.is_some() {
+            return Ok(());
+        }
+        let records = read_token_file(&file.path)?;
+        *self.by_hash.write().expect("token map lock") = records.into_iter().map(|r| (r.hash, r)).collect();
+        *file.modified.write().expect("token file lock") = modified;
+        Ok(())
     }
 
     /// The identity behind the `Authorization: Bearer ...` header.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, Error> {
+        if let Err(e) = self.refresh() {
+            tracing::warn!(error = %e, "cannot re-read the token file; using the tokens read before");
+        }
         let header = headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| Error::Unauthorized("no bearer token: send `Authorization: Bearer <token>`".into()))?;

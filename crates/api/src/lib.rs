@@ -14,6 +14,7 @@ mod error;
 mod patch;
 mod path;
 mod resources;
+mod watch;
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use admission::Admission;
 use axum::Router;
 use axum::routing::get;
 
-pub use auth::{TokenRecord, Tokens};
+pub use auth::{TokenRecord, Tokens, read_token_file, write_token_file};
 pub use error::Error;
 
 /// Largest request body accepted (a resource is small; artifacts' bytes go to the CAS).
@@ -34,7 +35,14 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// The bearer tokens accepted.
     pub tokens: Tokens,
+    /// How far back (in events) a watch may start; older ones get `410 Gone` and list again.
+    pub watch_window: u64,
+    /// How often a watch that asked for bookmarks gets one.
+    pub bookmark_interval: std::time::Duration,
 }
+
+/// The default watch window: a hundred thousand events.
+pub const DEFAULT_WATCH_WINDOW: u64 = 100_000;
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {

@@ -17,7 +17,7 @@ use storage::ListQuery;
 
 use crate::discovery::{self, ServedKind};
 use crate::path::{self, ResourcePath, Target};
-use crate::{AppState, Error, patch};
+use crate::{AppState, Error, patch, watch};
 
 /// How often a PATCH is retried when the object changes under it.
 const PATCH_RETRIES: usize = 5;
@@ -168,16 +168,27 @@ async fn list(
     namespace: Option<&str>,
     query: &HashMap<String, String>,
 ) -> Result<Response, Error> {
-    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        return Err(Error::BadRequest("watch is not served by this version of the API yet".into()));
-    }
+    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
     let action_key = ObjectKey::new(&kind.kind, namespace.unwrap_or_default(), "");
-    state.admission.authorize_read(who, Action::List, &action_key).await?;
+    let action = if watching { Action::Watch } else { Action::List };
+    state.admission.authorize_read(who, action, &action_key).await?;
     let selector: Selector = query
         .get("labelSelector")
         .map(|s| s.parse().map_err(|e: domain::selector::ParseError| Error::BadRequest(e.to_string())))
         .transpose()?
         .unwrap_or_default();
+    if watching {
+        let (after, bookmarks, timeout) = watch::params(query)?;
+        let w = watch::Watch {
+            kind: kind.clone(),
+            namespace: namespace.map(str::to_string),
+            selector,
+            after,
+            bookmarks: bookmarks.then_some(state.bookmark_interval),
+            timeout,
+        };
+        return watch::serve(state, w, state.watch_window).await;
+    }
     let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
     let limit = query
         .get("limit")

@@ -3,3 +3,5 @@
 pub mod audit;
 pub mod cas;
 pub mod run;
+pub mod serve;
+pub mod token;

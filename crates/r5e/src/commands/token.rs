@@ -1,0 +1,134 @@
+//! `r5e token create|list|revoke`: the bearer tokens of a data directory. A token is shown once;
+//! only its SHA-256 is kept. A running server sees changes at once.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use api::{TokenRecord, read_token_file, write_token_file};
+use clap::Subcommand;
+use domain::Digest;
+
+use crate::output::table;
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token for a user (or, with --service-account, a service account) and print it once.
+    Create {
+        #[command(flatten)]
+        data: crate::DataDir,
+        /// The user's name, or `namespace/name` with --service-account.
+        name: String,
+        /// A group the token's holder belongs to (repeatable); `admins` may do anything no policy
+        /// forbids.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// The token is for a service account `namespace/name`.
+        #[arg(long)]
+        service_account: bool,
+    },
+    /// List tokens (never the tokens themselves).
+    List {
+        #[command(flatten)]
+        data: crate::DataDir,
+    },
+    /// Revoke every token of a user or service account.
+    Revoke {
+        #[command(flatten)]
+        data: crate::DataDir,
+        /// The user's name, or `namespace/name` of a service account.
+        name: String,
+    },
+}
+
+/// The token file of a data directory.
+pub fn file(dir: &Path) -> PathBuf {
+    dir.join("tokens.json")
+}
+
+/// 64 random hex characters.
+fn new_token() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// Write `bytes` to `path` readable by the owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The administrator token of `dir`, made on first use: written to `dir/admin.token` (0600) and
+/// recorded, hashed, in the token file.
+pub fn bootstrap_admin(dir: &Path) -> Result<String> {
+    let path = dir.join("admin.token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_string());
+    }
+    let token = new_token();
+    let mut records = read_token_file(&file(dir)).context("cannot read the token file")?;
+    records.push(TokenRecord {
+        hash: Digest::of(token.as_bytes()),
+        kind: "user".into(),
+        name: "admin".into(),
+        groups: vec!["admins".into()],
+        revoked: false,
+    });
+    write_token_file(&file(dir), &records).context("cannot write the token file")?;
+    write_private(&path, format!("{token}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(token)
+}
+
+pub fn run(command: TokenCommand) -> Result<ExitCode> {
+    match command {
+        TokenCommand::Create { data, name, groups, service_account } => {
+            let kind = if service_account { "serviceaccount" } else { "user" };
+            if service_account && !name.contains('/') {
+                bail!("a service account is named `namespace/name`, not `{name}`");
+            }
+            std::fs::create_dir_all(&data.data_dir)?;
+            let token = new_token();
+            let mut records = read_token_file(&file(&data.data_dir))?;
+            records.push(TokenRecord {
+                hash: Digest::of(token.as_bytes()),
+                kind: kind.into(),
+                name,
+                groups,
+                revoked: false,
+            });
+            write_token_file(&file(&data.data_dir), &records)?;
+            println!("{token}");
+            eprintln!("keep this token: it is not stored and cannot be shown again");
+        }
+        TokenCommand::List { data } => {
+            let mut t = table(&["kind", "name", "groups", "revoked", "hash"]);
+            for r in read_token_file(&file(&data.data_dir))? {
+                t.add_row(vec![
+                    r.kind,
+                    r.name,
+                    r.groups.join(","),
+                    r.revoked.to_string(),
+                    r.hash.hex()[..12].to_string(),
+                ]);
+            }
+            println!("{t}");
+        }
+        TokenCommand::Revoke { data, name } => {
+            let mut records = read_token_file(&file(&data.data_dir))?;
+            let mut n = 0;
+            for r in records.iter_mut().filter(|r| r.name == name && !r.revoked) {
+                r.revoked = true;
+                n += 1;
+            }
+            if n == 0 {
+                bail!("no live token for `{name}`");
+            }
+            write_token_file(&file(&data.data_dir), &records)?;
+            eprintln!("revoked {n} token(s) of {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
