@@ -87,15 +87,10 @@ pub async fn version() -> Json<Value> {
     }))
 }
 
-/// `GET /api`: the core group, which r5e does not populate.
+/// `GET /api`: the legacy core group, which r5e does not serve (no versions).
 pub async fn core_versions() -> Json<Value> {
-    Json(json!({"kind": "APIVersions", "versions": ["v1"],
+    Json(json!({"kind": "APIVersions", "versions": [],
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}))
-}
-
-/// `GET /api/v1`.
-pub async fn core_resources() -> Json<Value> {
-    Json(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": []}))
 }
 
 fn group_json(group: &str, versions: &[String]) -> Value {
@@ -155,4 +150,67 @@ pub async fn resources(state: &AppState, group: &str, version: &str) -> Result<J
     Ok(Json(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": resources}),
     ))
+}
+
+/// `GET /openapi/v3`: one document per group version.
+pub async fn openapi_index(state: &AppState) -> Result<Json<Value>, Error> {
+    let kinds = served(state).await?;
+    let paths: serde_json::Map<String, Value> = groups_of(&kinds)
+        .iter()
+        .flat_map(|(g, versions)| versions.iter().map(move |v| (g, v)))
+        .map(|(g, v)| (format!("apis/{g}/{v}"), json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}")})))
+        .collect();
+    Ok(Json(json!({ "paths": paths })))
+}
+
+/// `GET /openapi/v3/apis/{group}/{version}`: each kind as an open object tagged with its
+/// group, version and kind, and its paths with the operations they take. The paths say that the
+/// server validates fields itself (`fieldValidation`), so clients leave validation to it: admission
+/// checks every field against the full JSON Schema, with errors that name them.
+pub async fn openapi_group_version(state: &AppState, group: &str, version: &str) -> Result<Json<Value>, Error> {
+    let kinds: Vec<ServedKind> =
+        served(state).await?.into_iter().filter(|k| k.group == group && k.version == version).collect();
+    if kinds.is_empty() {
+        return Err(Error::NotFound(format!("no API group version `{group}/{version}`")));
+    }
+    let mut schemas = serde_json::Map::new();
+    let mut paths = serde_json::Map::new();
+    for k in &kinds {
+        let gvk = json!({"group": k.group, "version": k.version, "kind": k.kind});
+        schemas.insert(
+            schema_name(k),
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true, "x-kubernetes-group-version-kind": [gvk]}),
+        );
+        let base = if k.namespaced {
+            format!("/apis/{group}/{version}/namespaces/{{namespace}}/{}", k.plural)
+        } else {
+            format!("/apis/{group}/{version}/{}", k.plural)
+        };
+        let operation = |verb: &str| {
+            json!({
+                "operationId": format!("{verb}{}", k.kind),
+                "x-kubernetes-action": verb,
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": [
+                    {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+                    {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}}
+                ],
+                "responses": {"200": {"description": "OK"}},
+            })
+        };
+        paths.insert(base.clone(), json!({"post": operation("post"), "get": operation("list")}));
+        paths.insert(format!("{base}/{{name}}"), json!({"get": operation("get"), "put": operation("put"), "patch": operation("patch"), "delete": operation("delete")}));
+    }
+    Ok(Json(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "r5e", "version": format!("{group}/{version}")},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })))
+}
+
+/// The OpenAPI name of a kind: reversed group, version, kind (`ai.r5e.v1alpha1.Task`).
+fn schema_name(k: &ServedKind) -> String {
+    let reversed: Vec<&str> = k.group.split('.').rev().collect();
+    format!("{}.{}.{}", reversed.join("."), k.version, k.kind)
 }

@@ -51,8 +51,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/version", get(discovery::version))
         .route("/api", get(discovery::core_versions))
-        .route("/api/v1", get(discovery::core_resources))
         .route("/apis", get(groups))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/apis/{group}/{version}", get(openapi_group_version))
         .route("/apis/{*rest}", axum::routing::any(resources::dispatch))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(state)
@@ -65,6 +66,25 @@ async fn groups(
 ) -> Result<axum::Json<serde_json::Value>, Error> {
     state.tokens.authenticate(&headers)?;
     discovery::groups(state).await
+}
+
+/// `GET /openapi/v3`.
+async fn openapi_index(
+    state: axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::Json<serde_json::Value>, Error> {
+    state.tokens.authenticate(&headers)?;
+    discovery::openapi_index(&state).await
+}
+
+/// `GET /openapi/v3/apis/{group}/{version}`.
+async fn openapi_group_version(
+    state: axum::extract::State<AppState>,
+    axum::extract::Path((group, version)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::Json<serde_json::Value>, Error> {
+    state.tokens.authenticate(&headers)?;
+    discovery::openapi_group_version(&state, &group, &version).await
 }
 
 /// Ready when the store answers.

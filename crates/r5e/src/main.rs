@@ -5,6 +5,7 @@ mod backends;
 mod commands;
 mod manifests;
 mod output;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,12 +47,8 @@ enum Command {
     Serve {
         #[command(flatten)]
         data: DataDir,
-        /// Address to listen on (`127.0.0.1:0` picks a free port).
-        #[arg(long, env = "R5E_LISTEN", default_value = "127.0.0.1:7450")]
-        listen: String,
-        /// How many events back a watch may start; older ones get `410 Gone`.
-        #[arg(long, default_value_t = api::DEFAULT_WATCH_WINDOW)]
-        watch_window: u64,
+        #[command(flatten)]
+        listen: commands::serve::Listen,
     },
     /// Bearer tokens: create, list, revoke.
     Token {
@@ -63,7 +60,7 @@ enum Command {
         #[command(flatten)]
         data: DataDir,
         /// The server's address.
-        #[arg(long, env = "R5E_SERVER", default_value = "http://127.0.0.1:7450")]
+        #[arg(long, env = "R5E_SERVER", default_value = "https://127.0.0.1:7450")]
         server: String,
     },
     /// The audit log: export, verify, read.
@@ -88,13 +85,15 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { path, data } => commands::run::run(&path, &data).await,
-            Command::Serve { data, listen, watch_window } => commands::serve::run(&data, &listen, watch_window).await,
+            Command::Serve { data, listen } => commands::serve::run(&data, &listen).await,
             Command::Token { command } => commands::token::run(command),
             Command::Kubeconfig { data, server } => {
                 let token = std::fs::read_to_string(data.data_dir.join("admin.token")).map_err(|e| {
                     anyhow::anyhow!("no admin token in {} ({e}): start `r5e serve` once first", data.data_dir.display())
                 })?;
-                print!("{}", commands::serve::kubeconfig(&server, token.trim()));
+                let ca = tls::files(&data.data_dir).ca;
+                let ca = (server.starts_with("https://") && ca.exists()).then_some(ca.as_path());
+                print!("{}", commands::serve::kubeconfig(&server, token.trim(), ca));
                 Ok(ExitCode::SUCCESS)
             }
             Command::Audit { command } => commands::audit::run(command).await,

@@ -21,7 +21,7 @@ impl Drop for Server {
 
 fn start(data: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_r5e"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()])
+        .args(["serve", "--plain-http", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

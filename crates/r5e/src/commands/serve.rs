@@ -13,31 +13,110 @@ use api::{AppState, Tokens};
 use crate::DataDir;
 use crate::backends::open_store;
 use crate::commands::token;
+use crate::tls;
 
 /// How often a watch that asked for bookmarks gets one.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
 
-pub async fn run(data: &DataDir, listen: &str, watch_window: u64) -> Result<ExitCode> {
+/// How `r5e serve` listens.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Listen {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    #[arg(long, env = "R5E_LISTEN", default_value = "127.0.0.1:7450")]
+    pub listen: String,
+    /// Serve plain HTTP instead of TLS (kubectl will then not send its token).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Another name or address for the server certificate (repeatable; made on first start).
+    #[arg(long = "tls-san")]
+    pub tls_names: Vec<String>,
+    /// How many events back a watch may start; older ones get `410 Gone`.
+    #[arg(long, default_value_t = api::DEFAULT_WATCH_WINDOW)]
+    pub watch_window: u64,
+}
+
+/// Longest wait for open connections to finish after a stop signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
     std::fs::create_dir_all(&data.data_dir).with_context(|| format!("cannot create {}", data.data_dir.display()))?;
     let store = open_store(data).await?;
     let admin_token = token::bootstrap_admin(&data.data_dir)?;
     let tokens = Tokens::from_file(&token::file(&data.data_dir)).context("cannot read the token file")?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", listen.listen))?;
     let addr = listener.local_addr()?;
-    let server = format!("http://{addr}");
-    write_kubeconfig(&data.data_dir, &server, &admin_token)?;
     let state = AppState {
         admission: Arc::new(Admission::new(store)),
         tokens,
-        watch_window,
+        watch_window: listen.watch_window,
         bookmark_interval: BOOKMARK_INTERVAL,
     };
-    eprintln!("r5e serving on {server}");
-    eprintln!("  admin token: {}", data.data_dir.join("admin.token").display());
-    eprintln!("  kubeconfig:  {}", data.data_dir.join("kubeconfig").display());
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown()).await.context("the server failed")?;
+    let app = api::router(state);
+    if listen.plain_http {
+        let server = format!("http://{addr}");
+        write_kubeconfig(&data.data_dir, &kubeconfig(&server, &admin_token, None))?;
+        announce(&server, &data.data_dir);
+        axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.context("the server failed")?;
+    } else {
+        let files = tls::ensure(&data.data_dir, &listen.tls_names)?;
+        let acceptor = tls::acceptor(&files)?;
+        let server = format!("https://{addr}");
+        write_kubeconfig(&data.data_dir, &kubeconfig(&server, &admin_token, Some(&files.ca)))?;
+        announce(&server, &data.data_dir);
+        serve_tls(listener, acceptor, app).await;
+    }
     eprintln!("r5e stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+fn announce(server: &str, dir: &Path) {
+    eprintln!("r5e serving on {server}");
+    eprintln!("  admin token: {}", dir.join("admin.token").display());
+    eprintln!("  kubeconfig:  {}", dir.join("kubeconfig").display());
+}
+
+/// Accept TLS connections until a stop signal, then let open ones finish (up to [`DRAIN`]).
+async fn serve_tls(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, app: axum::Router) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(shutdown());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, app, watcher) = (acceptor.clone(), app.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    let tls = match acceptor.accept(tcp).await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let builder = Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut stop => break,
+        }
+    }
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        eprintln!("stopping with connections still open after {DRAIN:?}");
+    }
 }
 
 /// Until SIGINT or SIGTERM.
@@ -49,14 +128,21 @@ async fn shutdown() {
     }
 }
 
-/// A kubeconfig for `server` with the administrator's token.
-pub fn kubeconfig(server: &str, token: &str) -> String {
+/// A kubeconfig for `server` with the administrator's token, trusting `ca` if given.
+pub fn kubeconfig(server: &str, token: &str, ca: Option<&Path>) -> String {
+    let ca = match ca {
+        Some(path) => format!(
+            "    certificate-authority: {}\n",
+            std::path::absolute(path).unwrap_or(path.to_path_buf()).display()
+        ),
+        None => String::new(),
+    };
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: r5e\n  cluster:\n    server: {server}\ncontexts:\n- name: r5e\n  context:\n    cluster: r5e\n    user: r5e-admin\n    namespace: default\ncurrent-context: r5e\nusers:\n- name: r5e-admin\n  user:\n    token: {token}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: r5e\n  cluster:\n    server: {server}\n{ca}contexts:\n- name: r5e\n  context:\n    cluster: r5e\n    user: r5e-admin\n    namespace: default\ncurrent-context: r5e\nusers:\n- name: r5e-admin\n  user:\n    token: {token}\n"
     )
 }
 
-fn write_kubeconfig(dir: &Path, server: &str, token: &str) -> Result<()> {
-    token::write_private(&dir.join("kubeconfig"), kubeconfig(server, token).as_bytes())
+fn write_kubeconfig(dir: &Path, text: &str) -> Result<()> {
+    token::write_private(&dir.join("kubeconfig"), text.as_bytes())
         .with_context(|| format!("cannot write {}", dir.join("kubeconfig").display()))
 }
