@@ -22,6 +22,18 @@ pub struct ServedKind {
     pub namespaced: bool,
     /// Defined by a CustomResourceDefinition.
     pub custom: bool,
+    /// The columns of `kubectl get` (besides Name).
+    pub columns: Vec<Column>,
+}
+
+/// One printer column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// `string`, `integer`, `number`, `boolean` or `date`.
+    pub type_: String,
+    /// A simple JSONPath (`.status.phase`).
+    pub json_path: String,
 }
 
 impl ServedKind {
@@ -43,6 +55,11 @@ pub async fn served(state: &AppState) -> Result<Vec<ServedKind>, Error> {
             short_names: k.short_names.iter().map(|s| s.to_string()).collect(),
             namespaced: k.namespaced,
             custom: false,
+            columns: k
+                .printer_columns
+                .iter()
+                .map(|c| Column { name: c.name.into(), type_: c.type_.into(), json_path: c.json_path.into() })
+                .collect(),
         })
         .collect();
     let crds = state
@@ -51,15 +68,27 @@ pub async fn served(state: &AppState) -> Result<Vec<ServedKind>, Error> {
         .graph
         .query_by_labels(&Default::default(), Some("CustomResourceDefinition"), None)
         .await?;
-    out.extend(crds.iter().filter_map(|c| crd_kind_info(c).ok()).map(|c| ServedKind {
-        group: c.group,
-        version: c.version,
-        kind: c.kind,
-        plural: c.plural,
-        singular: c.singular,
-        short_names: c.short_names,
-        namespaced: c.namespaced,
-        custom: true,
+    out.extend(crds.iter().filter_map(|c| crd_kind_info(c).ok()).map(|c| {
+        ServedKind {
+            group: c.group,
+            version: c.version,
+            kind: c.kind,
+            plural: c.plural,
+            singular: c.singular,
+            short_names: c.short_names,
+            namespaced: c.namespaced,
+            custom: true,
+            columns: c
+                .printer_columns
+                .iter()
+                .map(|p| Column { name: p.name.clone(), type_: p.type_.clone(), json_path: p.json_path.clone() })
+                .chain(std::iter::once(Column {
+                    name: "Age".into(),
+                    type_: "date".into(),
+                    json_path: ".metadata.creationTimestamp".into(),
+                }))
+                .collect(),
+        }
     }));
     Ok(out)
 }

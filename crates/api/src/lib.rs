@@ -14,6 +14,7 @@ mod error;
 mod patch;
 mod path;
 mod resources;
+mod table;
 mod watch;
 
 use std::sync::Arc;

@@ -17,7 +17,7 @@ use storage::ListQuery;
 
 use crate::discovery::{self, ServedKind};
 use crate::path::{self, ResourcePath, Target};
-use crate::{AppState, Error, patch, watch};
+use crate::{AppState, Error, patch, table, watch};
 
 /// How often a PATCH is retried when the object changes under it.
 const PATCH_RETRIES: usize = 5;
@@ -71,7 +71,7 @@ async fn resource(
     let namespace = p.namespace.clone().unwrap_or_default();
     let key = |name: &str| ObjectKey::new(&kind.kind, &namespace, name);
     match (method.clone(), p.name.as_deref(), p.status) {
-        (Method::GET, None, false) => list(state, who, &kind, p.namespace.as_deref(), query).await,
+        (Method::GET, None, false) => list(state, who, &kind, p.namespace.as_deref(), query, headers).await,
         (Method::POST, None, false) => {
             let object = object_from(&kind, &namespace, None, &body, headers)?;
             let created = state.admission.create(who, object).await?;
@@ -79,7 +79,12 @@ async fn resource(
         }
         (Method::GET, Some(name), _) => {
             state.admission.authorize_read(who, Action::Get, &key(name)).await?;
-            Ok(Json(state.admission.store().graph.get(&key(name)).await?).into_response())
+            let object = state.admission.store().graph.get(&key(name)).await?;
+            if table::wanted(headers) {
+                let rv = object.metadata.resource_version.clone().unwrap_or_default();
+                return Ok(Json(table::table(&kind, &[object.to_value()], &rv, chrono::Utc::now())).into_response());
+            }
+            Ok(Json(object).into_response())
         }
         (Method::PUT, Some(name), status) => {
             let object = object_from(&kind, &namespace, Some(name), &body, headers)?;
@@ -167,6 +172,7 @@ async fn list(
     kind: &ServedKind,
     namespace: Option<&str>,
     query: &HashMap<String, String>,
+    headers: &HeaderMap,
 ) -> Result<Response, Error> {
     let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
     let action_key = ObjectKey::new(&kind.kind, namespace.unwrap_or_default(), "");
@@ -186,6 +192,7 @@ async fn list(
             after,
             bookmarks: bookmarks.then_some(state.bookmark_interval),
             timeout,
+            table: table::wanted(headers),
         };
         return watch::serve(state, w, state.watch_window).await;
     }
@@ -204,6 +211,14 @@ async fn list(
     };
     let page = state.admission.store().graph.list(list_query, query.get("continue").map(String::as_str)).await?;
     let items: Vec<Resource> = page.items.into_iter().filter(|r| fields.matches(r)).collect();
+    if table::wanted(headers) {
+        let objects: Vec<Value> = items.iter().map(Resource::to_value).collect();
+        let mut t = table::table(kind, &objects, &page.resource_version.to_string(), chrono::Utc::now());
+        if let Some(token) = &page.continue_token {
+            t["metadata"]["continue"] = json!(token);
+        }
+        return Ok(Json(t).into_response());
+    }
     let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
     if let Some(token) = page.continue_token {
         metadata["continue"] = json!(token);

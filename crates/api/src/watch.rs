@@ -27,6 +27,8 @@ pub struct Watch {
     /// Send a `BOOKMARK` this often, if set.
     pub bookmarks: Option<Duration>,
     pub timeout: Option<Duration>,
+    /// Send each object as a one-row Table (what `kubectl get --watch` asks for).
+    pub table: bool,
 }
 
 /// The watch event for a log event, if it is a change to a resource the watch selects.
@@ -46,7 +48,16 @@ fn watch_event(w: &Watch, prefix: &str, e: &Event) -> Option<Value> {
     }
     let labels =
         object.pointer("/metadata/labels").and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default();
-    w.selector.matches(&labels).then(|| json!({"type": type_, "object": object}))
+    w.selector.matches(&labels).then(|| json!({"type": type_, "object": shown(w, object)}))
+}
+
+/// The object as the watch sends it: itself, or a one-row Table.
+fn shown(w: &Watch, object: &Value) -> Value {
+    if !w.table {
+        return object.clone();
+    }
+    let rv = object.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default();
+    crate::table::table(&w.kind, std::slice::from_ref(object), rv, chrono::Utc::now())
 }
 
 fn line(v: &Value) -> Bytes {
@@ -83,7 +94,9 @@ pub async fn serve(state: &AppState, w: Watch, window: u64) -> Result<Response, 
             loop {
                 let page = store.graph.list(query.clone(), token.as_deref()).await?;
                 snapshot.get_or_insert(page.resource_version);
-                initial.extend(page.items.iter().map(|r| line(&json!({"type": "ADDED", "object": r}))));
+                initial.extend(
+                    page.items.iter().map(|r| line(&json!({"type": "ADDED", "object": shown(&w, &r.to_value())}))),
+                );
                 match page.continue_token {
                     Some(t) => token = Some(t),
                     None => break,

@@ -399,3 +399,29 @@ async fn watch_bookmarks_timeouts_and_the_window() {
     let v: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["reason"], "Expired");
 }
+
+#[tokio::test]
+async fn kubectl_get_gets_a_table_with_the_kinds_columns() {
+    let a = api().await;
+    a.admin("POST", GRAPHS, Some(graph("g", json!({})))).await;
+    let (_, created) = a.admin("GET", &format!("{GRAPHS}/g"), None).await;
+    let mut status = created.clone();
+    status["status"] = json!({"phase": "Running", "nodes": {"total": 3}});
+    a.admin("PUT", &format!("{GRAPHS}/g/status"), Some(status)).await;
+    let req = Request::builder()
+        .uri(GRAPHS)
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+        .body(Body::empty())
+        .unwrap();
+    let res = a.app.clone().oneshot(req).await.unwrap();
+    let v: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["kind"], "Table");
+    let headers: Vec<&str> =
+        v["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(headers, ["Name", "Phase", "Nodes", "Succeeded", "Age"]);
+    let cells = &v["rows"][0]["cells"];
+    assert_eq!((cells[0].as_str(), cells[1].as_str(), cells[2].as_i64()), (Some("g"), Some("Running"), Some(3)));
+    assert!(cells[4].as_str().unwrap().ends_with('s'), "an age: {cells}");
+    assert_eq!(v["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+}

@@ -98,6 +98,10 @@ fn kubectl_works_unchanged() {
     let again = ok(kubectl(&kc, &["apply", "-f", examples.to_str().unwrap()]));
     assert!(again.contains("graph.r5e.ai/release-notes unchanged"), "{again}");
 
+    let table = ok(kubectl(&kc, &["get", "nodes.r5e.ai"]));
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "GRAPH", "TYPE", "PHASE", "STEP", "AGE"], "{table}");
+    assert!(table.contains("collect-changes   release-notes"), "{table}");
     let names = ok(kubectl(&kc, &["get", "nodes.r5e.ai", "-o", "jsonpath={.items[*].metadata.name}"]));
     assert_eq!(names, "collect-changes draft");
     let reviewers = ok(kubectl(&kc, &["get", "agents", "-l", "r5e.ai/role=reviewer", "-o", "name"]));
