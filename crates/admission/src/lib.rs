@@ -213,11 +213,61 @@ impl Admission {
                 if written.kind == "Policy" {
                     self.policies.invalidate().await;
                 }
+                // The write removed the resource: a delete without finalizers left, or an update that
+                // took away the last finalizer of a resource being deleted.
+                let m = &written.metadata;
+                let removed = match op {
+                    Operation::Delete => m.finalizers.is_empty(),
+                    Operation::Update => m.deletion_timestamp.is_some() && m.finalizers.is_empty(),
+                    _ => false,
+                };
+                if removed {
+                    self.collect_dependents(&written).await;
+                }
                 Ok(written)
             }
         }
     }
+
+    /// Owner-reference garbage collection: once `owner` is gone, delete every resource whose
+    /// owner references name its uid (and, through their own deletion, theirs). The deletions go
+    /// through admission as the garbage collector, an administrator, so they are on the record
+    /// and any policy that forbids them still holds; a refusal leaves the dependent in place.
+    fn collect_dependents<'a>(
+        &'a self,
+        owner: &'a Resource,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(uid) = owner.metadata.uid.as_deref() else { return };
+            let query = storage::TraverseQuery {
+                direction: storage::Direction::Incoming,
+                edges: vec![domain::resource::OWNER_EDGE.to_string()],
+                max_depth: 1,
+            };
+            let dependents = match self.store.graph.traverse(&owner.key(), &query).await {
+                Ok(hits) => hits,
+                Err(e) => {
+                    tracing::warn!(owner = %owner.key(), error = %e, "cannot find dependents to collect");
+                    return;
+                }
+            };
+            let collector = Identity::user(GARBAGE_COLLECTOR, &["admins"]);
+            for hit in dependents {
+                let owned = hit.resource.metadata.owner_references.iter().any(|o| o.uid == uid);
+                if !owned || hit.resource.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                let key = hit.resource.key();
+                if let Err(e) = self.delete(&collector, &key, None).await {
+                    tracing::warn!(dependent = %key, error = %e, "garbage collection left a dependent in place");
+                }
+            }
+        })
+    }
 }
+
+/// The user name of the garbage collector in the audit log (`user:system:garbage-collector`).
+pub const GARBAGE_COLLECTOR: &str = "system:garbage-collector";
 
 /// The key named by a resource's JSON, as well as it can be read (for the decision event of a
 /// request too malformed to parse).

@@ -407,3 +407,37 @@ async fn reads_are_decided_by_policy_and_only_refusals_are_recorded() {
     assert_eq!(d.len(), 2);
     assert!(d.iter().all(|d| d["verdict"] == "deny"));
 }
+
+#[tokio::test]
+async fn deleting_an_owner_collects_its_dependents_on_the_record() {
+    let f = fixture().await;
+    let a = admin();
+    let g = f.admission.create(&a, graph("w", "g", &["fs.read"])).await.unwrap();
+    let owned_by = |owner: &domain::Resource| {
+        json!([{"apiVersion": "r5e.ai/v1alpha1", "kind": owner.kind, "name": owner.metadata.name,
+                "uid": owner.metadata.uid, "controller": true}])
+    };
+    let mut n = node("w", "n", "g", None);
+    n["metadata"]["ownerReferences"] = owned_by(&g);
+    let n = f.admission.create(&a, n).await.unwrap();
+    let mut t = task("w", "t", "n", "g", &["fs.read"], 1);
+    t["metadata"]["ownerReferences"] = owned_by(&n);
+    f.admission.create(&a, t).await.unwrap();
+    f.admission.create(&a, node("w", "free", "g", None)).await.unwrap();
+
+    f.admission.delete(&a, &ObjectKey::new("Graph", "w", "g"), None).await.unwrap();
+    let gone = |kind: &str, name: &str| {
+        let key = ObjectKey::new(kind, "w", name);
+        let store = f.admission.store().clone();
+        async move { matches!(store.graph.get(&key).await, Err(storage::Error::NotFound(_))) }
+    };
+    assert!(gone("Node", "n").await && gone("Task", "t").await, "owned resources go with their owner");
+    assert!(!gone("Node", "free").await, "a resource that only references the Graph stays");
+    let d = decisions(&f.admission).await;
+    let collected: Vec<&str> = d
+        .iter()
+        .filter(|d| d["actor"] == "user:system:garbage-collector")
+        .map(|d| d["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(collected, ["Node/w/n", "Task/w/t"]);
+}
