@@ -11,6 +11,7 @@
 mod auth;
 mod discovery;
 mod error;
+mod metrics;
 mod patch;
 mod path;
 mod resources;
@@ -25,6 +26,7 @@ use axum::routing::get;
 
 pub use auth::{TokenRecord, Tokens, read_token_file, write_token_file};
 pub use error::Error;
+pub use metrics::Metrics;
 
 /// Largest request body accepted (a resource is small; artifacts' bytes go to the CAS).
 pub const MAX_BODY: usize = 3 << 20;
@@ -40,6 +42,8 @@ pub struct AppState {
     pub watch_window: u64,
     /// How often a watch that asked for bookmarks gets one.
     pub bookmark_interval: std::time::Duration,
+    /// Request counters for `/metrics`.
+    pub metrics: Metrics,
 }
 
 /// The default watch window: a hundred thousand events.
@@ -56,7 +60,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi/v3", get(openapi_index))
         .route("/openapi/v3/apis/{group}/{version}", get(openapi_group_version))
         .route("/apis/{*rest}", axum::routing::any(resources::dispatch))
+        .route("/metrics", get(metrics::render))
+        .route("/r5e/v1/explain", axum::routing::post(resources::explain))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count))
         .with_state(state)
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use admission::Identity;
+use admission::{Identity, Operation};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -70,6 +70,9 @@ async fn resource(
     }
     let namespace = p.namespace.clone().unwrap_or_default();
     let key = |name: &str| ObjectKey::new(&kind.kind, &namespace, name);
+    if query.get("dryRun").is_some_and(|d| d == "All") && method != Method::GET {
+        return dry_run(state, who, &kind, &namespace, &method, &p, &body, headers).await;
+    }
     match (method.clone(), p.name.as_deref(), p.status) {
         (Method::GET, None, false) => list(state, who, &kind, p.namespace.as_deref(), query, headers).await,
         (Method::POST, None, false) => {
@@ -316,4 +319,70 @@ fn delete_precondition(body: &Bytes) -> Result<Option<u64>, Error> {
         None => Ok(None),
         Some(rv) => rv.parse().map(Some).map_err(|_| Error::BadRequest(format!("resourceVersion `{rv}` is not valid"))),
     }
+}
+
+/// `?dryRun=All`: every admission stage, nothing written and nothing recorded. Allowed requests
+/// answer with the object as sent and an `X-R5e-Admission` header saying which policies allowed
+/// it; refused ones with the error they would get.
+#[allow(clippy::too_many_arguments)]
+async fn dry_run(
+    state: &AppState,
+    who: &Identity,
+    kind: &ServedKind,
+    namespace: &str,
+    method: &Method,
+    p: &ResourcePath,
+    body: &Bytes,
+    headers: &HeaderMap,
+) -> Result<Response, Error> {
+    let (operation, object) = match (method.clone(), p.name.as_deref(), p.status) {
+        (Method::POST, None, false) => (Operation::Create, object_from(kind, namespace, None, body, headers)?),
+        (Method::PUT, Some(name), false) => {
+            (Operation::Update, object_from(kind, namespace, Some(name), body, headers)?)
+        }
+        (Method::PUT, Some(name), true) => {
+            (Operation::UpdateStatus, object_from(kind, namespace, Some(name), body, headers)?)
+        }
+        (Method::DELETE, Some(name), false) => {
+            let key = ObjectKey::new(&kind.kind, namespace, name);
+            (Operation::Delete, state.admission.store().graph.get(&key).await?.to_value())
+        }
+        _ => return Err(Error::MethodNotAllowed(format!("{method} cannot be dry-run on this path"))),
+    };
+    let review = state.admission.review(who, operation, object.clone()).await;
+    review.outcome?;
+    let code = if operation == Operation::Create { StatusCode::CREATED } else { StatusCode::OK };
+    let verdict = format!("allowed by {}; policy set {}", review.policies.join(", "), review.policy_set);
+    Ok((code, [("x-r5e-admission", verdict)], Json(object)).into_response())
+}
+
+/// `POST /r5e/v1/explain`: what admission would decide for `{"operation": "create" | "update" |
+/// "update_status" | "delete", "object": {...}}` by the caller, and why. Writes nothing.
+pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+    let who = state.tokens.authenticate(&headers)?;
+    let request: Value =
+        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    let operation = match request.get("operation").and_then(Value::as_str).unwrap_or("create") {
+        "create" => Operation::Create,
+        "update" => Operation::Update,
+        "update_status" => Operation::UpdateStatus,
+        "delete" => Operation::Delete,
+        other => {
+            return Err(Error::BadRequest(format!("operation `{other}`: use create, update, update_status or delete")));
+        }
+    };
+    let object = request.get("object").cloned().ok_or_else(|| Error::BadRequest("`object` is required".into()))?;
+    let review = state.admission.review(&who, operation, object).await;
+    let (allowed, stage, reason) = match &review.outcome {
+        Ok(()) => (true, Value::Null, json!(format!("allowed by {}", review.policies.join(", ")))),
+        Err(admission::Error::Invalid { stage, .. } | admission::Error::Forbidden { stage, .. }) => {
+            (false, json!(stage.to_string()), json!(review.outcome.as_ref().unwrap_err().to_string()))
+        }
+        Err(e) => return Err(Error::Admission(e.clone())),
+    };
+    Ok(Json(json!({
+        "actor": who.actor(), "allowed": allowed, "stage": stage, "reason": reason,
+        "policies": review.policies, "policySet": review.policy_set.to_string(),
+    }))
+    .into_response())
 }

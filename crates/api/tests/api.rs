@@ -43,6 +43,7 @@ async fn api() -> Api {
         tokens,
         watch_window: 50,
         bookmark_interval: std::time::Duration::from_millis(200),
+        metrics: Default::default(),
     };
     Api { _dir: dir, app: router(state) }
 }
@@ -424,4 +425,36 @@ async fn kubectl_get_gets_a_table_with_the_kinds_columns() {
     assert_eq!((cells[0].as_str(), cells[1].as_str(), cells[2].as_i64()), (Some("g"), Some("Running"), Some(3)));
     assert!(cells[4].as_str().unwrap().ends_with('s'), "an age: {cells}");
     assert_eq!(v["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+}
+
+#[tokio::test]
+async fn dry_runs_and_explain_say_why_and_write_nothing() {
+    let a = api().await;
+    let (s, v) = a.admin("POST", &format!("{GRAPHS}?dryRun=All"), Some(graph("g", json!({})))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(a.admin("GET", &format!("{GRAPHS}/g"), None).await.0, StatusCode::NOT_FOUND, "a dry run writes nothing");
+    let (s, v) = a
+        .call("POST", &format!("{GRAPHS}?dryRun=All"), Some(ALICE), "application/json", Some(graph("g", json!({}))))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+
+    let ask = |object: Value| json!({"operation": "create", "object": object});
+    let mut g = graph("g", json!({}));
+    g["metadata"]["namespace"] = json!("w");
+    let (s, v) = a.call("POST", "/r5e/v1/explain", Some(ALICE), "application/json", Some(ask(g.clone()))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (v["allowed"].as_bool(), v["stage"].as_str(), v["actor"].as_str()),
+        (Some(false), Some("policy"), Some("user:alice"))
+    );
+    assert!(v["reason"].as_str().unwrap().contains("only members of group `admins`"), "{v}");
+    let (_, v) = a.call("POST", "/r5e/v1/explain", Some(ADMIN), "application/json", Some(ask(g))).await;
+    assert_eq!((v["allowed"].as_bool(), v["policies"][0].as_str()), (Some(true), Some("r5e:admins")));
+    assert!(v["policySet"].as_str().unwrap().starts_with("sha256:"));
+
+    let (s, text) = a.admin("GET", "/metrics", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = text.as_str().unwrap();
+    assert!(text.contains("r5e_http_requests_total{code=\"403\"} 1"), "{text}");
+    assert!(text.contains("r5e_event_log_head 0"), "nothing was written: {text}");
 }

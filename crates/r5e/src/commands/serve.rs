@@ -52,6 +52,7 @@ pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
         tokens,
         watch_window: listen.watch_window,
         bookmark_interval: BOOKMARK_INTERVAL,
+        metrics: Default::default(),
     };
     let app = api::router(state);
     if listen.plain_http {
