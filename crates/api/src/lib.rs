@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/apis/{*rest}", axum::routing::any(resources::dispatch))
         .route("/metrics", get(metrics::render))
         .route("/r5e/v1/explain", axum::routing::post(resources::explain))
+        .route("/r5e/v1/events", get(resources::events))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count))
         .with_state(state)

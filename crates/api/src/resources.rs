@@ -386,3 +386,35 @@ pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: By
     }))
     .into_response())
 }
+
+/// `GET /r5e/v1/events?from=&to=&type=&subject=&limit=`: stored events as JSON Lines, each line
+/// the event's canonical bytes exactly (what `r5e audit export` writes). Reading the log is the
+/// action `get` on `r5e::AuditLog::"events"`.
+pub async fn events(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let who = state.tokens.authenticate(&headers)?;
+    state.admission.authorize_read(&who, Action::Get, &ObjectKey::new("AuditLog", "", "events")).await?;
+    let number = |name: &str| -> Result<Option<u64>, Error> {
+        query
+            .get(name)
+            .map(|v| v.parse().map_err(|_| Error::BadRequest(format!("{name} `{v}` is not a number"))))
+            .transpose()
+    };
+    let limit = number("limit")?.unwrap_or(10_000).min(100_000) as usize;
+    let q = storage::EventQuery {
+        from_seq: number("from")?,
+        to_seq: number("to")?,
+        types: query.get("type").map(|t| t.split(',').map(str::to_string).collect()).unwrap_or_default(),
+        subject: query.get("subject").cloned(),
+        limit: Some(limit),
+    };
+    let mut body = Vec::new();
+    for e in state.admission.store().events.query_raw(&q).await? {
+        body.extend_from_slice(&e.bytes);
+        body.push(b'\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}

@@ -63,6 +63,79 @@ enum Command {
         #[arg(long, env = "R5E_SERVER", default_value = "https://127.0.0.1:7450")]
         server: String,
     },
+    /// Create or update resources on the server from manifests (YAML or JSON).
+    Apply {
+        /// A manifest file or a directory of them.
+        #[arg(short = 'f', long = "filename")]
+        path: PathBuf,
+        /// The namespace of manifests that name none.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        remote: commands::remote::Remote,
+    },
+    /// Show resources: a table by default, or json, yaml, name.
+    Get {
+        /// The kind (`tasks`, `task`, `tk`, `Task`, `tasks.r5e.ai`).
+        kind: String,
+        /// One resource's name.
+        name: Option<String>,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Across all namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// A label selector (`team=docs,tier in (gold)`).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// `table`, `wide`, `json`, `yaml` or `name`.
+        #[arg(short, long, default_value = "table")]
+        output: String,
+        #[command(flatten)]
+        remote: commands::remote::Remote,
+    },
+    /// Show one resource in full, with the recent events about it.
+    Describe {
+        kind: String,
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        remote: commands::remote::Remote,
+    },
+    /// Delete a resource.
+    Delete {
+        kind: String,
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        remote: commands::remote::Remote,
+    },
+    /// Print each change to resources of a kind as it happens.
+    Watch {
+        kind: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        #[command(flatten)]
+        remote: commands::remote::Remote,
+    },
+    /// Say whether admission would allow manifests, and why, without writing anything.
+    Explain {
+        #[arg(short = 'f', long = "filename")]
+        path: PathBuf,
+        /// `create`, `update`, `update_status` or `delete`.
+        #[arg(long, default_value = "create")]
+        operation: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        remote: commands::remote::Remote,
+    },
     /// The audit log: export, verify, read.
     Audit {
         #[command(subcommand)]
@@ -75,11 +148,25 @@ enum Command {
     },
 }
 
+/// When stdout is a pipe that closed early (`r5e get tasks | head`), stop quietly with the
+/// conventional status 141 instead of reporting a panic.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("R5E_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let result = runtime.block_on(async {
@@ -87,6 +174,31 @@ fn main() -> ExitCode {
             Command::Run { path, data } => commands::run::run(&path, &data).await,
             Command::Serve { data, listen } => commands::serve::run(&data, &listen).await,
             Command::Token { command } => commands::token::run(command),
+            Command::Apply { path, namespace, remote } => commands::remote::apply(&remote, &path, &namespace).await,
+            Command::Get { kind, name, namespace, all_namespaces, selector, output, remote } => {
+                commands::remote::get(
+                    &remote,
+                    &kind,
+                    name.as_deref(),
+                    &namespace,
+                    all_namespaces,
+                    selector.as_deref(),
+                    &output,
+                )
+                .await
+            }
+            Command::Describe { kind, name, namespace, remote } => {
+                commands::remote::describe(&remote, &kind, &name, &namespace).await
+            }
+            Command::Delete { kind, name, namespace, remote } => {
+                commands::remote::delete(&remote, &kind, &name, &namespace).await
+            }
+            Command::Watch { kind, namespace, all_namespaces, selector, remote } => {
+                commands::remote::watch(&remote, &kind, &namespace, all_namespaces, selector.as_deref()).await
+            }
+            Command::Explain { path, operation, namespace, remote } => {
+                commands::remote::explain(&remote, &path, &operation, &namespace).await
+            }
             Command::Kubeconfig { data, server } => {
                 let token = std::fs::read_to_string(data.data_dir.join("admin.token")).map_err(|e| {
                     anyhow::anyhow!("no admin token in {} ({e}): start `r5e serve` once first", data.data_dir.display())

@@ -35,6 +35,22 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Read every document under `path` without checking it against a kind (for a server, which
+/// checks each itself, custom kinds included), as `(origin, document)`.
+pub fn load_documents(path: &Path) -> Result<Vec<(String, Value)>> {
+    let mut out = Vec::new();
+    for file in files(path)? {
+        let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let docs = parse_documents(&file, &text).with_context(|| file.display().to_string())?;
+        let many = docs.len() > 1;
+        for (i, doc) in docs.into_iter().enumerate() {
+            let origin = if many { format!("{}#{}", file.display(), i + 1) } else { file.display().to_string() };
+            out.push((origin, doc));
+        }
+    }
+    Ok(out)
+}
+
 /// Read and validate every manifest under `path`. Either all are valid, or the error lists every
 /// problem found (so a user fixes them in one pass and nothing is applied half-way).
 pub fn load(path: &Path, default_namespace: &str) -> Result<Vec<Manifest>> {

@@ -134,3 +134,82 @@ fn serve_bootstraps_then_answers_over_http_and_stops_cleanly() {
         .unwrap();
     assert!(String::from_utf8(verify.stdout).unwrap().starts_with("verified 2 events"));
 }
+
+fn r5e_in(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_r5e"))
+        .args(args)
+        .env("R5E_DATA_DIR", data)
+        .env_remove("R5E_SERVER")
+        .env_remove("R5E_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[test]
+fn the_cli_drives_a_running_server_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_r5e"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("r5e serving on https://"), "{line}");
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let _server = Server { child, addr: String::new() };
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
+    let examples = examples.to_str().unwrap();
+
+    let applied = stdout(&r5e_in(&data, &["apply", "-f", examples]));
+    assert!(applied.contains("graph.r5e.ai/release-notes created"), "{applied}");
+    assert!(stdout(&r5e_in(&data, &["apply", "-f", examples])).contains("graph.r5e.ai/release-notes unchanged"));
+    let table = stdout(&r5e_in(&data, &["get", "nodes"]));
+    assert!(
+        table.lines().next().unwrap().split_whitespace().eq(["NAME", "GRAPH", "TYPE", "PHASE", "STEP", "AGE"]),
+        "{table}"
+    );
+    assert_eq!(
+        stdout(&r5e_in(&data, &["get", "agents", "-l", "r5e.ai/role=reviewer", "-o", "name"])).trim(),
+        "agent.r5e.ai/reviewer"
+    );
+    let yaml = stdout(&r5e_in(&data, &["get", "graph", "release-notes", "-o", "yaml"]));
+    assert!(yaml.contains("kind: Graph") && yaml.contains("resourceVersion:"), "{yaml}");
+    let described = stdout(&r5e_in(&data, &["describe", "graph", "release-notes"]));
+    assert!(described.contains("admission.decision") && described.contains("resource.created"), "{described}");
+    assert!(stdout(&r5e_in(&data, &["delete", "node", "draft"])).contains("node.r5e.ai/draft deleted"));
+    assert_eq!(stdout(&r5e_in(&data, &["get", "nodes", "-o", "name"])).trim(), "node.r5e.ai/collect-changes");
+
+    // explain: a widened grant is refused by the refs stage, and nothing is written.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: r5e.ai/v1alpha1\nkind: Node\nmetadata: {name: wide}\nspec: {graphRef: {name: release-notes}, authority: {capabilities: [deploy]}}\n").unwrap();
+    let explained = r5e_in(&data, &["explain", "-f", bad.to_str().unwrap()]);
+    assert_eq!(explained.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        text.contains(
+            "refused (refs stage refused it: spec.authority exceeds the authority of Graph/default/release-notes"
+        ),
+        "{text}"
+    );
+    let refused = r5e_in(&data, &["apply", "-f", bad.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("capability `deploy` is not held by the parent"));
+
+    // A wrong token is told so.
+    let denied = Command::new(env!("CARGO_BIN_EXE_r5e"))
+        .args(["get", "graphs"])
+        .env("R5E_DATA_DIR", &data)
+        .env("R5E_TOKEN", "nope")
+        .output()
+        .unwrap();
+    assert_eq!(denied.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("unknown bearer token (401 Unauthorized)"));
+}

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod cas;
+pub mod remote;
 pub mod run;
 pub mod serve;
 pub mod token;
