@@ -203,6 +203,26 @@ fn the_cli_drives_a_running_server_over_tls() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("capability `deploy` is not held by the parent"));
 
+    // The audit commands read a server too, and verify what it serves here.
+    let server_url = std::fs::read_to_string(data.join("kubeconfig"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: ").map(str::to_string))
+        .unwrap();
+    let remote = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", server_url.as_str()]);
+        r5e_in(&data, &all)
+    };
+    let verified = stdout(&remote(&["audit", "verify"]));
+    assert!(verified.starts_with("verified ") && verified.contains(" events, head sha256:"), "{verified}");
+    let local = stdout(&r5e_in(&data, &["audit", "verify"]));
+    assert_eq!(verified, local, "the server's log and the store's are the same chain");
+    let exported = stdout(&remote(&["audit", "export"]));
+    assert_eq!(exported.lines().count(), verified.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap());
+    let log = stdout(&remote(&["audit", "log", "--type", "resource.deleted"]));
+    assert!(log.contains("Node/default/draft"), "{log}");
+
     // A wrong token is told so.
     let denied = Command::new(env!("CARGO_BIN_EXE_r5e"))
         .args(["get", "graphs"])

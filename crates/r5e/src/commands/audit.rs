@@ -22,6 +22,8 @@ pub enum AuditCommand {
     Export {
         #[command(flatten)]
         data: crate::DataDir,
+        #[command(flatten)]
+        server: Server,
         /// Write to this file instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -31,6 +33,8 @@ pub enum AuditCommand {
     Verify {
         #[command(flatten)]
         data: crate::DataDir,
+        #[command(flatten)]
+        server: Server,
         /// Verify this export (`-` for stdin) instead of a data directory.
         #[arg(long)]
         file: Option<PathBuf>,
@@ -43,6 +47,8 @@ pub enum AuditCommand {
     Log {
         #[command(flatten)]
         data: crate::DataDir,
+        #[command(flatten)]
+        server: Server,
         /// First seq to show.
         #[arg(long, default_value_t = 1)]
         from: u64,
@@ -61,10 +67,87 @@ pub enum AuditCommand {
     },
 }
 
+/// Read the log from a running server instead of the store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Server {
+    /// Read the events from this server (`https://host:port`) instead of the store; the chain is
+    /// then verified here, trusting nothing the server says about it.
+    #[arg(long, env = "R5E_SERVER")]
+    server: Option<String>,
+    /// The bearer token for --server (defaults to the data directory's administrator token).
+    #[arg(long, env = "R5E_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// Where events come from: the store, or a server's `/r5e/v1/events`.
+enum Source {
+    Store(Store),
+    Server(client::Client),
+}
+
+impl Source {
+    async fn open(data: &crate::DataDir, server: &Server) -> Result<Source> {
+        match &server.server {
+            Some(url) => {
+                let remote = crate::commands::remote::Remote {
+                    server: Some(url.clone()),
+                    token: server.token.clone(),
+                    data_dir: data.data_dir.clone(),
+                };
+                Ok(Source::Server(remote.connect()?))
+            }
+            None => Ok(Source::Store(open_existing_store(data).await?)),
+        }
+    }
+
+    /// Stored bytes of events from `from` on, at most `limit`.
+    async fn page(&self, from: u64, limit: usize, types: &[String], subject: Option<&str>) -> Result<Vec<Vec<u8>>> {
+        match self {
+            Source::Store(store) => {
+                let query = EventQuery {
+                    from_seq: Some(from),
+                    types: types.to_vec(),
+                    subject: subject.map(str::to_string),
+                    limit: Some(limit),
+                    ..Default::default()
+                };
+                Ok(store.events.query_raw(&query).await?.into_iter().map(|e| e.bytes).collect())
+            }
+            Source::Server(client) => {
+                let lines = client.events(from, limit, types, subject).await?;
+                Ok(lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect())
+            }
+        }
+    }
+
+    /// Verify the whole chain: with the store's own `verify_chain`, or here on the served bytes.
+    async fn verify(&self) -> Result<Result<ChainHead, ChainError>> {
+        if let Source::Store(store) = self {
+            return match store.events.verify_chain().await {
+                Ok(head) => Ok(Ok(head)),
+                Err(storage::Error::ChainBroken(e)) => Ok(Err(e)),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let mut verifier = Verifier::new();
+        loop {
+            let page = self.page(verifier.head().seq + 1, PAGE, &[], None).await?;
+            if page.is_empty() {
+                return Ok(Ok(verifier.head()));
+            }
+            for bytes in page {
+                if let Err(e) = verifier.check(&bytes) {
+                    return Ok(Err(e));
+                }
+            }
+        }
+    }
+}
+
 pub async fn run(command: AuditCommand) -> Result<ExitCode> {
     match command {
-        AuditCommand::Export { data, output } => {
-            let store = open_existing_store(&data).await?;
+        AuditCommand::Export { data, server, output } => {
+            let store = Source::open(&data, &server).await?;
             let count = match output {
                 Some(path) => {
                     let file =
@@ -80,17 +163,10 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
             eprintln!("exported {count} events");
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify { data, file, expect_head } => {
+        AuditCommand::Verify { data, server, file, expect_head } => {
             let verified = match file {
                 Some(path) => verify_file(&path)?,
-                None => {
-                    let store = open_existing_store(&data).await?;
-                    match store.events.verify_chain().await {
-                        Ok(head) => Ok(head),
-                        Err(storage::Error::ChainBroken(e)) => Err(e),
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                None => Source::open(&data, &server).await?.verify().await?,
             };
             let result = verified
                 .map_err(|e| e.to_string())
@@ -106,21 +182,21 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
                 }
             }
         }
-        AuditCommand::Log { data, from, types, subject, limit, output } => {
-            let store = open_existing_store(&data).await?;
-            let query = EventQuery { from_seq: Some(from), types, subject, limit: Some(limit), ..Default::default() };
-            let events = store.events.query_raw(&query).await?;
+        AuditCommand::Log { data, server, from, types, subject, limit, output } => {
+            let source = Source::open(&data, &server).await?;
+            let events = source.page(from, limit, &types, subject.as_deref()).await?;
             if output == "json" {
                 let mut out = std::io::stdout().lock();
-                for e in events {
-                    out.write_all(&e.bytes)?;
+                for bytes in events {
+                    out.write_all(&bytes)?;
                     out.write_all(b"\n")?;
                 }
                 return Ok(ExitCode::SUCCESS);
             }
             let mut t = table(&["seq", "time", "type", "actor", "subject"]);
-            for stored in events {
-                let e = stored.event()?;
+            for bytes in events {
+                let e: domain::chain::Event =
+                    serde_json::from_slice(&bytes).context("a stored event cannot be parsed")?;
                 t.add_row(vec![e.seq.to_string(), e.time, e.type_, e.actor, e.subject]);
             }
             println!("{t}");
@@ -129,19 +205,18 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
     }
 }
 
-async fn export(store: &Store, out: &mut impl Write) -> Result<u64> {
-    let mut next = 1;
+async fn export(source: &Source, out: &mut impl Write) -> Result<u64> {
+    let mut count = 0;
     loop {
-        let page = store
-            .events
-            .query_raw(&EventQuery { from_seq: Some(next), limit: Some(PAGE), ..Default::default() })
-            .await?;
-        let Some(last) = page.last() else { return Ok(next - 1) };
-        next = last.seq + 1;
-        for e in &page {
-            out.write_all(&e.bytes)?;
+        let page = source.page(count + 1, PAGE, &[], None).await?;
+        if page.is_empty() {
+            return Ok(count);
+        }
+        for bytes in &page {
+            out.write_all(bytes)?;
             out.write_all(b"\n")?;
         }
+        count += page.len() as u64;
     }
 }
 
