@@ -4,6 +4,7 @@
 //! figure is the median of several runs. Run it through `scripts/bench`, which builds it in
 //! release mode and gives it a throw-away Postgres cluster when `pg_virtualenv` is available.
 
+mod api;
 mod cas;
 mod events;
 mod raw;
@@ -87,6 +88,28 @@ async fn main() -> anyhow::Result<()> {
         None => eprintln!(
             "postgres: no server (set R5E_BENCH_DATABASE_URL or run under pg_virtualenv); its rows are left out"
         ),
+    }
+    let sqlite_dir = scratch.path().to_path_buf();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let open_sqlite = || {
+        let path = sqlite_dir.join(format!("api-{}.db", counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        async move {
+            let b: std::sync::Arc<dyn storage::Backend> =
+                std::sync::Arc::new(storage_sqlite::SqliteBackend::open(&path).await?);
+            anyhow::Ok(b)
+        }
+    };
+    api::stages(&args, open_sqlite(), &mut report).await?;
+    api::creates(&args, "SQLite", open_sqlite, &mut report).await?;
+    if let Some(admin) = &pg {
+        let open_pg = || async move {
+            let options = fresh_pg(admin).await?;
+            let b: std::sync::Arc<dyn storage::Backend> = std::sync::Arc::new(
+                storage_postgres::PostgresBackend::open_with(options, storage_postgres::Options::default()).await?,
+            );
+            anyhow::Ok(b)
+        };
+        api::creates(&args, "Postgres", open_pg, &mut report).await?;
     }
     events::verify(&args, scratch.path(), &mut report).await?;
     cas::run(&args, scratch.path(), &mut report).await?;
