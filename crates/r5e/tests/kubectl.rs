@@ -133,6 +133,35 @@ fn kubectl_works_unchanged() {
     let left = ok(kubectl(&kc, &["get", "nodes.r5e.ai", "-o", "name"]));
     assert_eq!(left.trim(), "node.r5e.ai/collect-changes");
 
+    // A CustomResourceDefinition serves a new kind that kubectl can use at once.
+    let crd = dir.path().join("crd.yaml");
+    std::fs::write(
+        &crd,
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: crontabs.stable.example.com}\n\
+         spec:\n  group: stable.example.com\n  scope: Namespaced\n  names: {plural: crontabs, singular: crontab, kind: CronTab, shortNames: [ct]}\n\
+         \x20 versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n\
+         \x20       properties:\n          spec:\n            type: object\n            required: [cronSpec]\n\
+         \x20           properties: {cronSpec: {type: string}}\n---\n",
+    )
+    .unwrap();
+    ok(kubectl(&kc, &["apply", "-f", crd.to_str().unwrap()]));
+    let tab = dir.path().join("tab.yaml");
+    std::fs::write(
+        &tab,
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: nightly}\nspec: {cronSpec: '0 3 * * *'}\n",
+    )
+    .unwrap();
+    ok(kubectl(&kc, &["apply", "-f", tab.to_str().unwrap()]));
+    assert_eq!(ok(kubectl(&kc, &["get", "ct", "-o", "name"])).trim(), "crontab.stable.example.com/nightly");
+    std::fs::write(&tab, "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: broken}\nspec: {}\n")
+        .unwrap();
+    let refused = kubectl(&kc, &["apply", "-f", tab.to_str().unwrap()]);
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("cronSpec"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
     // Admission speaks through kubectl too: a widened grant is refused with the reason.
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
