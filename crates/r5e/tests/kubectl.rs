@@ -4,17 +4,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+
+mod common;
 use std::time::Duration;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn kubectl_available() -> bool {
     let found = Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
@@ -26,20 +19,6 @@ fn kubectl_available() -> bool {
         eprintln!("kubectl: NOT RUN: kubectl is not installed");
     }
     found
-}
-
-fn start(data: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_r5e"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.starts_with("r5e serving on https://"), "{line}");
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    Server(child)
 }
 
 /// The client's minor version (`kubectl version --client`).
@@ -85,7 +64,7 @@ fn kubectl_works_unchanged() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let _server = start(&data);
+    let _server = common::start(&data, false);
     let kc = data.join("kubeconfig");
     let examples = examples();
 

@@ -1,41 +1,13 @@
 //! The real server over real HTTP: bootstrap token and kubeconfig, discovery, a create and a
 //! watch, tokens created and revoked while it runs, and a graceful stop.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
+
+mod common;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_r5e"))
-        .args(["serve", "--plain-http", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("r5e serving on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string();
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    Server { child, addr }
-}
 
 /// One HTTP/1.1 request; returns the status code and the body.
 fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
@@ -62,25 +34,25 @@ fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: Opti
 fn serve_bootstraps_then_answers_over_http_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = start(&data);
+    let server = common::start(&data, true);
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_string();
     assert_eq!(token.len(), 64);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(data.join("admin.token")).unwrap().permissions().mode() & 0o777, 0o600);
     let kubeconfig = std::fs::read_to_string(data.join("kubeconfig")).unwrap();
-    assert!(kubeconfig.contains(&format!("server: http://{}", server.addr)) && kubeconfig.contains(&token));
+    assert!(kubeconfig.contains(&format!("server: {}", server.url)) && kubeconfig.contains(&token));
 
-    assert_eq!(request(&server.addr, "GET", "/healthz", None, None).0, 200);
-    assert_eq!(request(&server.addr, "GET", "/apis", None, None).0, 401);
-    let (code, body) = request(&server.addr, "GET", "/apis/r5e.ai/v1alpha1", Some(&token), None);
+    assert_eq!(request(server.addr(), "GET", "/healthz", None, None).0, 200);
+    assert_eq!(request(server.addr(), "GET", "/apis", None, None).0, 401);
+    let (code, body) = request(server.addr(), "GET", "/apis/r5e.ai/v1alpha1", Some(&token), None);
     assert_eq!(code, 200);
     assert!(body.contains("\"agentsessions\""));
     let graph = r#"{"metadata":{"name":"g"},"spec":{"authority":{"capabilities":["fs.read"]}}}"#;
     let (code, body) =
-        request(&server.addr, "POST", "/apis/r5e.ai/v1alpha1/namespaces/default/graphs", Some(&token), Some(graph));
+        request(server.addr(), "POST", "/apis/r5e.ai/v1alpha1/namespaces/default/graphs", Some(&token), Some(graph));
     assert_eq!(code, 201, "{body}");
     let (code, body) = request(
-        &server.addr,
+        server.addr(),
         "GET",
         "/apis/r5e.ai/v1alpha1/namespaces/default/graphs?watch=true&timeoutSeconds=1",
         Some(&token),
@@ -96,7 +68,7 @@ fn serve_bootstraps_then_answers_over_http_and_stops_cleanly() {
         .unwrap();
     let alice = String::from_utf8(made.stdout).unwrap().trim().to_string();
     assert_eq!(
-        request(&server.addr, "GET", "/apis/r5e.ai/v1alpha1/namespaces/default/graphs", Some(&alice), None).0,
+        request(server.addr(), "GET", "/apis/r5e.ai/v1alpha1/namespaces/default/graphs", Some(&alice), None).0,
         200
     );
     let listed = Command::new(env!("CARGO_BIN_EXE_r5e"))
@@ -115,7 +87,7 @@ fn serve_bootstraps_then_answers_over_http_and_stops_cleanly() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let code =
-            request(&server.addr, "GET", "/apis/r5e.ai/v1alpha1/namespaces/default/graphs", Some(&alice), None).0;
+            request(server.addr(), "GET", "/apis/r5e.ai/v1alpha1/namespaces/default/graphs", Some(&alice), None).0;
         if code == 401 {
             break;
         }
@@ -154,17 +126,8 @@ fn stdout(o: &std::process::Output) -> String {
 fn the_cli_drives_a_running_server_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_r5e"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.starts_with("r5e serving on https://"), "{line}");
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    let _server = Server { child, addr: String::new() };
+    let server = common::start(&data, false);
+    assert!(server.url.starts_with("https://"));
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
     let examples = examples.to_str().unwrap();
 
