@@ -1,5 +1,7 @@
 //! The four stages, in order. Each returns the first reason to refuse; none writes anything.
 
+use std::collections::HashMap;
+
 use domain::authority::Widening;
 use domain::kinds::{self, crd_kind_info};
 use domain::schema::{self, FieldError};
@@ -20,6 +22,28 @@ pub(crate) struct Admitted {
 /// A refusal, with the policies that decided it (if the policy stage was reached).
 type Refusal = (Error, Vec<String>);
 
+/// The resources one request reads, each read from the store once however many stages need it.
+struct Reads<'a> {
+    store: &'a Store,
+    seen: HashMap<ObjectKey, Option<Resource>>,
+}
+
+impl Reads<'_> {
+    /// The resource at `key`, or `None` if there is none.
+    async fn get(&mut self, key: &ObjectKey) -> Result<Option<Resource>, Error> {
+        if let Some(r) = self.seen.get(key) {
+            return Ok(r.clone());
+        }
+        let r = match self.store.graph.get(key).await {
+            Ok(r) => Some(r),
+            Err(storage::Error::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        self.seen.insert(key.clone(), r.clone());
+        Ok(r)
+    }
+}
+
 /// Run schema -> refs -> policy -> identity.
 pub(crate) async fn run(
     store: &Store,
@@ -32,10 +56,11 @@ pub(crate) async fn run(
         return Err((Error::Forbidden { stage: Stage::Policy, reason: reason.clone() }, Vec::new()));
     }
     let resource = schema_stage(store, op, object).await.map_err(|e| (e, Vec::new()))?;
+    let mut reads = Reads { store, seen: HashMap::new() };
     if matches!(op, Operation::Create | Operation::Update) {
-        refs_stage(store, &resource).await.map_err(|e| (e, Vec::new()))?;
+        refs_stage(&mut reads, &resource).await.map_err(|e| (e, Vec::new()))?;
     }
-    let target = target(store, &resource).await.map_err(|e| (e, Vec::new()))?;
+    let target = target(&mut reads, &resource).await.map_err(|e| (e, Vec::new()))?;
     let decision = set.set.evaluate(&who.principal, op.action(), &target);
     if !decision.allowed {
         return Err((Error::Forbidden { stage: Stage::Policy, reason: decision.explanation() }, decision.determining));
@@ -118,37 +143,32 @@ async fn custom_kinds(store: &Store) -> Result<Vec<kinds::CustomKind>, Error> {
 const APPLIES_TO_EDGES: &[&str] = &["spec.appliesTo.workflows", "spec.tools"];
 
 /// Stage 2: every referenced resource exists, owners match their uid, and authority only narrows.
-async fn refs_stage(store: &Store, resource: &Resource) -> Result<(), Error> {
+async fn refs_stage(reads: &mut Reads<'_>, resource: &Resource) -> Result<(), Error> {
     let mut errors = Vec::new();
     let namespace = resource.metadata.namespace.clone().unwrap_or_default();
     for (i, owner) in resource.metadata.owner_references.iter().enumerate() {
         let key = ObjectKey::new(&owner.kind, &namespace, &owner.name);
-        match store.graph.get(&key).await {
-            Ok(o) if o.metadata.uid.as_deref() == Some(owner.uid.as_str()) => {}
-            Ok(_) => errors.push(FieldError::new(
+        match reads.get(&key).await? {
+            Some(o) if o.metadata.uid.as_deref() == Some(owner.uid.as_str()) => {}
+            Some(_) => errors.push(FieldError::new(
                 format!("metadata.ownerReferences[{i}].uid"),
                 format!("{key} exists with another uid"),
             )),
-            Err(storage::Error::NotFound(_)) => {
+            None => {
                 errors.push(FieldError::new(format!("metadata.ownerReferences[{i}]"), format!("{key} does not exist")))
             }
-            Err(e) => return Err(e.into()),
         }
     }
     let must_exist = |edge: &str| edge != domain::resource::OWNER_EDGE && !APPLIES_TO_EDGES.contains(&edge);
     for r in storage::references(resource).into_iter().filter(|r| must_exist(&r.edge)) {
-        match store.graph.get(&r.target).await {
-            Ok(_) => {}
-            Err(storage::Error::NotFound(_)) => {
-                errors.push(FieldError::new(&r.edge, format!("{} does not exist", r.target)))
-            }
-            Err(e) => return Err(e.into()),
+        if reads.get(&r.target).await?.is_none() {
+            errors.push(FieldError::new(&r.edge, format!("{} does not exist", r.target)));
         }
     }
     if !errors.is_empty() {
         return Err(Error::Invalid { stage: Stage::Refs, errors });
     }
-    for (parent, parent_authority) in parent_authorities(store, resource).await? {
+    for (parent, parent_authority) in parent_authorities(reads, resource).await? {
         let Some(own) = authority_of(resource)? else { continue };
         let widenings = own.widenings_over(&parent_authority);
         if !widenings.is_empty() {
@@ -177,7 +197,7 @@ fn authority_of(resource: &Resource) -> Result<Option<Authority>, Error> {
 
 /// The authorities `resource` derives from: a Node from its Graph, a Task from its Node (or,
 /// when the Node inherits, its Graph), a session from its Task and its parent session.
-async fn parent_authorities(store: &Store, resource: &Resource) -> Result<Vec<(ObjectKey, Authority)>, Error> {
+async fn parent_authorities(reads: &mut Reads<'_>, resource: &Resource) -> Result<Vec<(ObjectKey, Authority)>, Error> {
     let namespace = resource.metadata.namespace.clone().unwrap_or_default();
     let reference = |field: &str, kind: &str| -> Option<ObjectKey> {
         let r = resource.spec.get(field)?;
@@ -199,7 +219,8 @@ async fn parent_authorities(store: &Store, resource: &Resource) -> Result<Vec<(O
     let mut out = Vec::new();
     for candidates in chain {
         for key in candidates {
-            let parent = store.graph.get(&key).await?;
+            // The refs stage has checked that every parent exists.
+            let Some(parent) = reads.get(&key).await? else { continue };
             if let Some(a) = authority_of(&parent)? {
                 out.push((key, a));
                 break;
@@ -210,15 +231,11 @@ async fn parent_authorities(store: &Store, resource: &Resource) -> Result<Vec<(O
 }
 
 /// The policy target for a resource, with its Graph when it names one.
-async fn target(store: &Store, resource: &Resource) -> Result<Target, Error> {
+async fn target(reads: &mut Reads<'_>, resource: &Resource) -> Result<Target, Error> {
     let graph = match resource.spec.get("graphRef").and_then(|r| r.get("name")).and_then(Value::as_str) {
         Some(name) if resource.kind != "Graph" => {
             let ns = resource.metadata.namespace.clone().unwrap_or_default();
-            match store.graph.get(&ObjectKey::new("Graph", &ns, name)).await {
-                Ok(g) => Some(Box::new(plain_target(&g))),
-                Err(storage::Error::NotFound(_)) => None,
-                Err(e) => return Err(e.into()),
-            }
+            reads.get(&ObjectKey::new("Graph", &ns, name)).await?.map(|g| Box::new(plain_target(&g)))
         }
         _ => None,
     };
