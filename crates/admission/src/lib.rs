@@ -16,6 +16,7 @@
 //! transaction as its decision; a refused one leaves nothing but its decision. There is no other
 //! way to write through this crate, and the HTTP API and in-process callers use the same one.
 
+mod gates;
 mod identity;
 mod policies;
 mod stages;
@@ -28,6 +29,7 @@ use domain::{Digest, ObjectKey, Resource};
 use serde_json::{Value, json};
 use storage::Store;
 
+pub use gates::REFLECTED;
 pub use identity::Identity;
 
 /// The stage that refused a request.
@@ -172,6 +174,20 @@ impl Admission {
             self.store.events.append(record).await?;
         }
         outcome.map_err(|(e, _)| e)
+    }
+
+    /// Policy and identity for `action` (such as calling a Tool) on an existing resource; the
+    /// decision, allow or deny, is recorded on the chain like every other.
+    pub async fn authorize(&self, who: &Identity, action: policy::Action, target: &Resource) -> Result<(), Error> {
+        let set = self.policies.current(&self.store).await;
+        let outcome = stages::authorize_on(&set, who, action, target);
+        let (result, policies) = match &outcome {
+            Ok(p) => (Ok(()), p.clone()),
+            Err((e, p)) => (Err(e), p.clone()),
+        };
+        let record = decision_record(who, action.as_str(), &target.key(), result, &policies, set.digest());
+        self.store.events.append(record).await?;
+        outcome.map(|_| ()).map_err(|(e, _)| e)
     }
 
     /// Run every stage for a request and say what would happen, writing nothing.

@@ -23,14 +23,14 @@ pub(crate) struct Admitted {
 type Refusal = (Error, Vec<String>);
 
 /// The resources one request reads, each read from the store once however many stages need it.
-struct Reads<'a> {
+pub(crate) struct Reads<'a> {
     store: &'a Store,
     seen: HashMap<ObjectKey, Option<Resource>>,
 }
 
 impl Reads<'_> {
     /// The resource at `key`, or `None` if there is none.
-    async fn get(&mut self, key: &ObjectKey) -> Result<Option<Resource>, Error> {
+    pub(crate) async fn get(&mut self, key: &ObjectKey) -> Result<Option<Resource>, Error> {
         if let Some(r) = self.seen.get(key) {
             return Ok(r.clone());
         }
@@ -60,6 +60,7 @@ pub(crate) async fn run(
     if matches!(op, Operation::Create | Operation::Update) {
         refs_stage(&mut reads, &resource).await.map_err(|e| (e, Vec::new()))?;
     }
+    crate::gates::check(&mut reads, op, &resource).await.map_err(|e| (e, Vec::new()))?;
     let target = target(&mut reads, &resource).await.map_err(|e| (e, Vec::new()))?;
     let decision = set.set.evaluate(&who.principal, op.action(), &target);
     if !decision.allowed {
@@ -284,6 +285,30 @@ pub(crate) fn authorize_read(
     Ok(())
 }
 
+/// Policy and the identity gate for `action` on an existing resource that is not a write (a
+/// session calling a Tool).
+pub(crate) fn authorize_on(
+    set: &Built,
+    who: &Identity,
+    action: policy::Action,
+    resource: &Resource,
+) -> Result<Vec<String>, Refusal> {
+    if let Some(reason) = &set.broken {
+        return Err((Error::Forbidden { stage: Stage::Policy, reason: reason.clone() }, Vec::new()));
+    }
+    let decision = set.set.evaluate(&who.principal, action, &plain_target(resource));
+    if !decision.allowed {
+        return Err((Error::Forbidden { stage: Stage::Policy, reason: decision.explanation() }, decision.determining));
+    }
+    if let Some(home) = who.namespace()
+        && resource.metadata.namespace.as_deref().unwrap_or_default() != home
+    {
+        let reason = format!("{} may act only in namespace `{home}`", who.actor());
+        return Err((Error::Forbidden { stage: Stage::Identity, reason }, decision.determining));
+    }
+    Ok(decision.determining)
+}
+
 /// Kinds a session may never write: writing them would let it authorise itself.
 const SELF_AUTHORISING: &[&str] = &["AgentSession", "Policy", "Capability", "CustomResourceDefinition"];
 
@@ -300,6 +325,16 @@ fn identity_stage(who: &Identity, op: Operation, resource: &Resource) -> Result<
     if who.principal.kind == PrincipalKind::Session {
         if SELF_AUTHORISING.contains(&resource.kind.as_str()) {
             return forbid(format!("{actor} may not write a {}: a session never authorises itself", resource.kind));
+        }
+        let states_authority = authority_of(resource)?.is_some();
+        if matches!(op, Operation::Create)
+            && matches!(resource.kind.as_str(), "Graph" | "Node" | "Task")
+            && !states_authority
+        {
+            return forbid(format!(
+                "{actor} must state spec.authority on a {} it creates: it may delegate only what it holds",
+                resource.kind
+            ));
         }
         if matches!(op, Operation::Create | Operation::Update)
             && let (Some(granted), Some(held)) = (authority_of(resource)?, &who.authority)

@@ -12,6 +12,7 @@ pub mod digest;
 pub mod kinds;
 pub mod names;
 pub mod resource;
+pub mod review;
 pub mod schema;
 pub mod selector;
 

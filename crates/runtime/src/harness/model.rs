@@ -1,0 +1,272 @@
+//! The `model` harness: r5e's own tool-calling loop. The model sees the session envelope as its
+//! instructions, the declared Tools, and built-in tools through which it produces what any
+//! harness produces (artifacts, a verdict, a decline, new Nodes, a reflection). Each built-in
+//! call becomes the same protocol message a subprocess would print, so the session runner
+//! treats both kinds alike. A reply without tool calls ends the session.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use domain::kinds::task::SessionRole;
+use serde_json::{Value, json};
+
+use super::providers::{ChatMessage, ChatRequest, Provider, ToolCall, ToolSpec};
+use super::{Fault, Harness};
+use crate::protocol::{AgentMessage, Envelope, HostMessage, Outcome};
+
+/// Turns allowed when the Harness does not say.
+pub const DEFAULT_MAX_TURNS: u32 = 20;
+
+/// A session's model loop.
+#[derive(Debug)]
+pub struct ModelLoop {
+    provider: Box<dyn Provider>,
+    request: ChatRequest,
+    pending: VecDeque<AgentMessage>,
+    /// Calls forwarded to r5e (tools, new Nodes) whose results the model is owed.
+    outstanding: HashMap<String, String>,
+    turns: u32,
+    max_turns: u32,
+    token_budget: Option<u64>,
+    tokens: u64,
+    ended: bool,
+}
+
+fn builtin(name: &str, description: &str, properties: Value, required: &[&str]) -> ToolSpec {
+    ToolSpec {
+        name: name.into(),
+        description: description.into(),
+        input_schema: json!({"type": "object", "properties": properties, "required": required}),
+    }
+}
+
+fn builtins(role: SessionRole) -> Vec<ToolSpec> {
+    let text = json!({"type": "string"});
+    let mut out = vec![
+        builtin(
+            "reflect",
+            "Record your reflection on this session. Required before you finish.",
+            json!({"wentWell": text, "wentBadly": text, "couldImprove": text}),
+            &["wentWell", "wentBadly", "couldImprove"],
+        ),
+        builtin(
+            "decline",
+            "Decline the task with a structured reason instead of doing it.",
+            json!({"reason": {"type": "string", "enum": ["Impossible", "Unsafe", "OutOfScope", "NeedsSplitting", "InsufficientAuthority"]}, "message": text}),
+            &["reason", "message"],
+        ),
+    ];
+    match role {
+        SessionRole::Producer => out.push(builtin(
+            "submit_artifact",
+            "Submit an output of your work. It will be reviewed by an independent reviewer.",
+            json!({"name": text, "content": text, "mediaType": text}),
+            &["name", "content"],
+        )),
+        SessionRole::Reviewer => out.push(builtin(
+            "submit_verdict",
+            "Give your verdict on the artifact under review.",
+            json!({"verdict": {"type": "string", "enum": ["Approve", "Reject"]}, "comments": text}),
+            &["verdict", "comments"],
+        )),
+        SessionRole::Orchestrator => out.push(builtin(
+            "create_node",
+            "Create a new Node (a smaller piece of the work) in this session's Graph.",
+            json!({"name": text, "node": {"type": "object"}}),
+            &["name", "node"],
+        )),
+    }
+    out
+}
+
+fn system_prompt(env: &Envelope) -> String {
+    let mut s = format!(
+        "You are agent `{}` in a governed work system, acting as {:?} on task `{}` (step `{}`) of node `{}`.\n\n\
+         Instructions: {}\n\nNode: {}\n",
+        env.session.agent,
+        env.session.role,
+        env.task.name,
+        env.task.step,
+        env.task.node,
+        env.task.instructions,
+        env.task.description
+    );
+    for g in &env.guidelines {
+        s.push_str(&format!("\nGuideline `{}` ({}): {}\n", g.name, g.digest, g.content));
+    }
+    s.push_str(
+        "\nProduce everything through the tools. Before you finish, call `reflect`. \
+         Finish by replying without calling any tool.",
+    );
+    s
+}
+
+fn first_message(env: &Envelope) -> String {
+    let mut s = String::new();
+    if !env.parameters.is_empty() {
+        s.push_str(&format!("Parameters: {}\n", Value::Object(env.parameters.clone())));
+    }
+    for d in &env.inputs {
+        s.push_str(&format!("\nInput `{}` ({}):\n{}\n", d.name, d.digest, d.content.as_deref().unwrap_or("(binary)")));
+    }
+    if let Some(r) = &env.review {
+        s.push_str(&format!(
+            "\nReview artifact `{}` ({}):\n{}\n",
+            r.name,
+            r.digest,
+            r.content.as_deref().unwrap_or("(binary)")
+        ));
+    }
+    if s.is_empty() { "Begin.".into() } else { s }
+}
+
+impl ModelLoop {
+    /// A loop over `provider`, at most `max_turns` turns, within `token_budget` if the session's
+    /// authority sets one.
+    pub fn new(provider: Box<dyn Provider>, max_turns: u32, token_budget: Option<u64>) -> ModelLoop {
+        ModelLoop {
+            provider,
+            request: ChatRequest { system: String::new(), messages: Vec::new(), tools: Vec::new(), max_tokens: 4096 },
+            pending: VecDeque::new(),
+            outstanding: HashMap::new(),
+            turns: 0,
+            max_turns,
+            token_budget,
+            tokens: 0,
+            ended: false,
+        }
+    }
+
+    fn answer(&mut self, id: &str, content: String, is_error: bool) {
+        self.outstanding.remove(id);
+        self.request.messages.push(ChatMessage::ToolResult { call_id: id.to_string(), content, is_error });
+    }
+
+    /// Turn one model tool call into protocol messages (or an error answered to the model).
+    fn take_call(&mut self, call: ToolCall) {
+        let as_message = |type_: &str, extra: Value| -> Result<AgentMessage, String> {
+            let mut v = json!({"type": type_});
+            if let (Some(m), Value::Object(args)) = (v.as_object_mut(), extra) {
+                m.extend(args);
+            }
+            serde_json::from_value(v).map_err(|e| format!("invalid arguments for `{}`: {e}", call.name))
+        };
+        let args = call.arguments.clone();
+        let parsed = match call.name.as_str() {
+            "submit_artifact" => as_message("artifact", args),
+            "submit_verdict" => as_message("verdict", args),
+            "decline" => as_message("decline", args),
+            "reflect" => as_message("reflection", args),
+            "create_node" => {
+                let mut args = args;
+                if let Some(m) = args.as_object_mut() {
+                    m.insert("id".into(), json!(call.id));
+                }
+                as_message("create_node", args)
+            }
+            tool => Ok(AgentMessage::ToolCall { id: call.id.clone(), tool: tool.to_string(), arguments: args }),
+        };
+        match parsed {
+            Ok(m @ (AgentMessage::ToolCall { .. } | AgentMessage::CreateNode { .. })) => {
+                self.outstanding.insert(call.id.clone(), call.name.clone());
+                self.pending.push_back(m);
+            }
+            Ok(m) => {
+                self.pending.push_back(m);
+                self.answer(&call.id, "recorded".into(), false);
+            }
+            Err(e) => self.answer(&call.id, e, true),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Harness for ModelLoop {
+    async fn send(&mut self, message: &HostMessage) -> Result<(), Fault> {
+        match message {
+            HostMessage::Session(env) => {
+                self.request.system = system_prompt(env);
+                self.request.tools = builtins(env.session.role);
+                self.request.tools.extend(env.tools.iter().map(|t| ToolSpec {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    input_schema: if t.input_schema.is_null() {
+                        json!({"type": "object"})
+                    } else {
+                        t.input_schema.clone()
+                    },
+                }));
+                self.request.messages.push(ChatMessage::User(first_message(env)));
+            }
+            HostMessage::ToolResult { id, ok, result, error } => {
+                let content = match (ok, result, error) {
+                    (true, Some(r), _) => r.as_str().map(str::to_string).unwrap_or_else(|| r.to_string()),
+                    (true, None, _) => "ok".into(),
+                    (false, _, e) => e.clone().unwrap_or_else(|| "refused".into()),
+                };
+                self.answer(id, content, !ok);
+            }
+            HostMessage::NodeResult { id, ok, name, error } => {
+                let content = match ok {
+                    true => format!("created node `{}`", name.as_deref().unwrap_or_default()),
+                    false => error.clone().unwrap_or_else(|| "refused".into()),
+                };
+                self.answer(id, content, !ok);
+            }
+            HostMessage::Reflect { reason } => {
+                self.ended = false;
+                self.request.messages.push(ChatMessage::User(format!("{reason}. Call `reflect` now, then finish.")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn next(&mut self) -> Result<Option<AgentMessage>, Fault> {
+        if let Some(m) = self.pending.pop_front() {
+            return Ok(Some(m));
+        }
+        if self.ended {
+            return Ok(None);
+        }
+        if !self.outstanding.is_empty() {
+            return Err(Fault::Io("the model loop was asked to go on before its calls were answered".into()));
+        }
+        if self.turns >= self.max_turns {
+            self.ended = true;
+            let message = format!("the model used all {} turns without finishing", self.max_turns);
+            return Ok(Some(AgentMessage::Done { outcome: Outcome::Failed, message }));
+        }
+        self.turns += 1;
+        let reply = self.provider.complete(&self.request).await.map_err(|e| Fault::Provider(e.to_string()))?;
+        self.tokens += reply.usage.input_tokens + reply.usage.output_tokens;
+        if let Some(limit) = self.token_budget
+            && self.tokens > limit
+        {
+            self.ended = true;
+            let message = format!("the session spent {} tokens, over its budget of {limit}", self.tokens);
+            return Ok(Some(AgentMessage::Done { outcome: Outcome::Failed, message }));
+        }
+        self.request
+            .messages
+            .push(ChatMessage::Assistant { text: reply.text.clone(), tool_calls: reply.tool_calls.clone() });
+        if reply.tool_calls.is_empty() {
+            self.ended = true;
+            return Ok(Some(AgentMessage::Done { outcome: Outcome::Succeeded, message: reply.text }));
+        }
+        for call in reply.tool_calls {
+            self.take_call(call);
+        }
+        match self.pending.pop_front() {
+            Some(m) => Ok(Some(m)),
+            // Every call was answered with an error: give the model its turn to correct itself.
+            None => self.next().await,
+        }
+    }
+
+    async fn finish(&mut self) -> String {
+        format!("the model loop ended after {} turns", self.turns)
+    }
+
+    fn usage(&self) -> BTreeMap<String, u64> {
+        BTreeMap::from([("tokens".to_string(), self.tokens)])
+    }
+}
