@@ -42,6 +42,9 @@ enum Command {
         path: PathBuf,
         #[command(flatten)]
         data: DataDir,
+        /// Give up (and exit non-zero) if the work has not finished after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
     },
     /// Serve the API (Kubernetes-style; kubectl works against it).
     Serve {
@@ -171,7 +174,9 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { path, data } => commands::run::run(&path, &data).await,
+            Command::Run { path, data, timeout } => {
+                commands::run::run(&path, &data, std::time::Duration::from_secs(timeout)).await
+            }
             Command::Serve { data, listen } => commands::serve::run(&data, &listen).await,
             Command::Token { command } => commands::token::run(command),
             Command::Apply { path, namespace, remote } => commands::remote::apply(&remote, &path, &namespace).await,

@@ -1,11 +1,56 @@
 //! The live execution plane: controllers that drive the work chain from durable state, a
 //! supervisor that restarts what fails, sessions that run harnesses, and the tools they call.
+//!
+//! Nothing here is authoritative: every decision is re-derived from the store, so the whole
+//! plane can be stopped at any moment and started again (in this process or another).
 
-pub mod controller;
-pub mod error;
-pub mod protocol;
-pub mod supervisor;
-
-pub use error::{Error, Result};
 pub mod context;
+pub mod controller;
+pub mod controllers;
+pub mod error;
 pub mod harness;
+pub mod protocol;
+pub mod session;
+pub mod supervisor;
+pub mod tools;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+pub use context::{Config, Context};
+pub use error::{Error, Result};
+
+/// The running execution plane.
+#[derive(Debug)]
+pub struct Runtime {
+    supervisor: supervisor::Supervisor,
+    ctx: Arc<Context>,
+}
+
+impl Runtime {
+    /// Start the controllers of the work chain under a supervisor.
+    pub fn start(ctx: Arc<Context>) -> Runtime {
+        let mut supervisor = supervisor::Supervisor::new(CancellationToken::new());
+        let c = ctx.clone();
+        supervisor.spawn("controllers", move |stop| {
+            let ctx = c.clone();
+            async move {
+                let reconcilers = controllers::all(&ctx);
+                controller::run(ctx.store().clone(), reconcilers, ctx.config.resync, stop).await
+            }
+        });
+        Runtime { supervisor, ctx }
+    }
+
+    /// The shared context.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// Stop the controllers. Sessions still running are left to finish or be killed with the
+    /// process; their leases lapse and another process marks them Degraded.
+    pub async fn stop(self) {
+        self.supervisor.shutdown().await;
+    }
+}

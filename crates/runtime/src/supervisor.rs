@@ -20,12 +20,13 @@ impl Supervisor {
         Supervisor { stop, tasks: JoinSet::new() }
     }
 
-    /// Run `start()` under supervision: whenever the future it returns ends with an error or
-    /// panics before the stop signal, start it again after a backoff (100 ms doubling to 10 s,
-    /// reset after a run that lasted a minute).
+    /// Run `start(stop)` under supervision: whenever the future it returns ends with an error
+    /// or panics before the stop signal, start it again after a backoff (100 ms doubling to
+    /// 10 s, reset after a run that lasted a minute). The future is given the stop signal and
+    /// should end soon after it fires; shutdown waits for it.
     pub fn spawn<F, Fut>(&mut self, name: &'static str, start: F)
     where
-        F: Fn() -> Fut + Send + 'static,
+        F: Fn(CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = crate::Result<()>> + Send + 'static,
     {
         let stop = self.stop.clone();
@@ -33,10 +34,13 @@ impl Supervisor {
             let mut backoff = Duration::from_millis(100);
             loop {
                 let began = tokio::time::Instant::now();
-                let run = tokio::spawn(start());
+                let mut run = tokio::spawn(start(stop.child_token()));
                 let why = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    joined = run => match joined {
+                    _ = stop.cancelled() => {
+                        let _ = run.await;
+                        return;
+                    }
+                    joined = &mut run => match joined {
                         Ok(Ok(())) if stop.is_cancelled() => return,
                         Ok(Ok(())) => "it returned".to_string(),
                         Ok(Err(e)) => e.to_string(),
@@ -77,7 +81,7 @@ mod tests {
         let starts = Arc::new(AtomicU32::new(0));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let counter = starts.clone();
-        sup.spawn("flaky", move || {
+        sup.spawn("flaky", move |_stop| {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             let tx = tx.clone();
             async move {

@@ -176,6 +176,10 @@ pub struct AgentSessionSpec {
     /// Which attempt at the Task this is, from 1.
     #[serde(default = "default_attempt")]
     pub attempt: u32,
+    /// Artifacts given to the agent: the Task's inputs, and on a later attempt the rejected
+    /// output with the review that rejected it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<ArtifactInput>,
 }
 
 fn default_attempt() -> u32 {

@@ -5,4 +5,5 @@ pub mod cas;
 pub mod remote;
 pub mod run;
 pub mod serve;
+pub mod summary;
 pub mod token;

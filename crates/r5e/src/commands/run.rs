@@ -1,18 +1,29 @@
-//! `r5e run PATH`: open the control plane in-process, apply the manifests under PATH through
-//! admission (every one validated first, so nothing is applied half-way, and in reference order,
-//! so that what a manifest refers to exists before it), verify the audit chain, and print a
-//! summary.
+//! `r5e run PATH`, the main job: open the control plane in-process, apply the manifests under
+//! PATH through admission (every one validated first, so nothing is applied half-way, and in
+//! reference order, so that what a manifest refers to exists before it), then run the work of
+//! every Graph they declare to completion with the execution plane, showing progress on
+//! stderr, and print a summary: the work, the sessions, the reviews and reflections, and the
+//! verified audit chain. Exits non-zero if the work or the governance failed.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use admission::{Admission, Identity};
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
+use domain::kinds::work::{GraphPhase, GraphStatus};
+use domain::{ObjectKey, Resource};
+use futures::StreamExt;
+use runtime::{Config, Runtime};
 
 use crate::DataDir;
-use crate::backends::open_store;
+use crate::backends::{open_cas, open_store};
 use crate::manifests;
 use crate::output::table;
+
+use super::summary;
 
 /// Who `r5e run` acts as: the operator of this data directory, an administrator (policies that
 /// forbid things bind administrators too).
@@ -20,12 +31,49 @@ fn operator() -> Identity {
     Identity::user("local", &["admins"])
 }
 
-pub async fn run(path: &Path, data: &DataDir) -> Result<ExitCode> {
+pub async fn run(path: &Path, data: &DataDir, timeout: Duration) -> Result<ExitCode> {
     let manifests = manifests::in_reference_order(manifests::load(path, "default")?);
-    let admission = Admission::new(open_store(data).await?);
+    let admission = Arc::new(Admission::new(open_store(data).await?));
+    let graphs: Vec<ObjectKey> = manifests.iter().map(|m| m.resource.key()).filter(|k| k.kind == "Graph").collect();
+    let start_seq = admission.store().events.head().await?.seq;
+    apply(&admission, manifests).await?;
+    let place = match &data.database_url {
+        Some(_) => "Postgres".to_string(),
+        None => data.data_dir.display().to_string(),
+    };
+    if graphs.is_empty() {
+        let head = admission.store().events.verify_chain().await?;
+        println!("no Graph to run in {place}");
+        println!("audit chain verified: {} events, head {}", head.seq, head.hash);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let base = if path.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
+    let base = std::fs::canonicalize(&base).with_context(|| format!("cannot resolve {}", base.display()))?;
+    std::fs::create_dir_all(&data.data_dir)?;
+    let work_dir = std::fs::canonicalize(&data.data_dir)?.join("sessions");
+    let ctx = runtime::Context::new(admission.clone(), open_cas(&data.data_dir)?, Config::new(base, work_dir));
+    eprintln!("running {} graph(s): {}", graphs.len(), names(&graphs));
+    let rt = Runtime::start(ctx);
+    let finished = follow(&admission, &graphs, start_seq, timeout).await;
+    rt.stop().await;
+    let outcome = summary::print(&admission, &graphs, start_seq).await?;
+    println!("data in {place}");
+    match finished? {
+        true if outcome.succeeded() => Ok(ExitCode::SUCCESS),
+        true => Ok(ExitCode::FAILURE),
+        false => bail!("the work did not finish within {} s (--timeout)", timeout.as_secs()),
+    }
+}
+
+fn names(keys: &[ObjectKey]) -> String {
+    keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>().join(", ")
+}
+
+/// Apply every manifest through admission, printing what happened to each.
+async fn apply(admission: &Admission, manifests: Vec<manifests::Manifest>) -> Result<()> {
     let who = operator();
     let mut t = table(&["kind", "name", "result", "resource version", "from"]);
-    let (mut created, mut updated, mut unchanged, mut refused) = (0, 0, 0, Vec::new());
+    let mut refused = Vec::new();
     for m in manifests {
         let key = m.resource.key();
         let before = match admission.store().graph.get(&key).await {
@@ -40,37 +88,107 @@ pub async fn run(path: &Path, data: &DataDir) -> Result<ExitCode> {
             Some(_) => admission.update(&who, object.to_value()).await,
         };
         let (result, version) = match (outcome, before) {
-            (Ok(r), None) => {
-                created += 1;
-                ("created".to_string(), r.resource_version())
-            }
-            (Ok(r), Some(v)) if r.resource_version() == v => {
-                unchanged += 1;
-                ("unchanged".to_string(), v)
-            }
-            (Ok(r), Some(_)) => {
-                updated += 1;
-                ("updated".to_string(), r.resource_version())
-            }
+            (Ok(r), None) => ("created", r.resource_version()),
+            (Ok(r), Some(v)) if r.resource_version() == v => ("unchanged", v),
+            (Ok(r), Some(_)) => ("updated", r.resource_version()),
             (Err(e), _) => {
                 refused.push(format!("{}: {e}", m.origin));
-                ("refused".to_string(), None)
+                ("refused", None)
             }
         };
         let name = if key.namespace.is_empty() { key.name } else { format!("{}/{}", key.namespace, key.name) };
-        t.add_row(vec![key.kind, name, result, version.map(|v| v.to_string()).unwrap_or_default(), m.origin]);
+        t.add_row(vec![key.kind, name, result.into(), version.map(|v| v.to_string()).unwrap_or_default(), m.origin]);
     }
-    println!("{t}");
-    let head = admission.store().events.verify_chain().await?;
-    let place = match &data.database_url {
-        Some(_) => "Postgres".to_string(),
-        None => data.data_dir.display().to_string(),
-    };
-    println!();
-    println!("{created} created, {updated} updated, {unchanged} unchanged, {} refused in {place}", refused.len());
-    println!("audit chain verified: {} events, head {}", head.seq, head.hash);
+    eprintln!("{t}\n");
     if !refused.is_empty() {
         bail!("admission refused {} manifest(s):\n  {}", refused.len(), refused.join("\n  "));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// Show progress from the event log until every Graph is Succeeded, Failed or Blocked (true),
+/// or `timeout` passes (false).
+async fn follow(admission: &Admission, graphs: &[ObjectKey], after: u64, timeout: Duration) -> Result<bool> {
+    let began = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut phases: BTreeMap<ObjectKey, String> = BTreeMap::new();
+    let mut open: BTreeSet<ObjectKey> = graphs.iter().cloned().collect();
+    // Graphs already finished by an earlier run of the same manifests.
+    for g in graphs {
+        if let Ok(r) = admission.store().graph.get(g).await
+            && terminal(&r)
+        {
+            open.remove(g);
+        }
+    }
+    let mut events = admission.store().events.stream(after);
+    while !open.is_empty() {
+        let event = match tokio::time::timeout_at(deadline, events.next()).await {
+            Err(_) => return Ok(false),
+            Ok(None) => bail!("the event stream ended"),
+            Ok(Some(e)) => e?,
+        };
+        let Some(object) = event.data.get("object") else { continue };
+        let Ok(r) = serde_json::from_value::<Resource>(object.clone()) else { continue };
+        if !matches!(r.kind.as_str(), "Graph" | "Node" | "Task" | "AgentSession") {
+            continue;
+        }
+        let phase = r.status.get("phase").and_then(|p| p.as_str()).unwrap_or_default().to_string();
+        if phase.is_empty() || phases.get(&r.key()) == Some(&phase) {
+            continue;
+        }
+        phases.insert(r.key(), phase.clone());
+        eprintln!(
+            "[{:>6.1}s] {:<12} {:<44} {:<10} {}",
+            began.elapsed().as_secs_f64(),
+            r.kind,
+            r.metadata.name,
+            phase,
+            detail(&r)
+        );
+        if r.kind == "Graph" && terminal(&r) {
+            open.remove(&r.key());
+        }
+    }
+    Ok(true)
+}
+
+fn terminal(graph: &Resource) -> bool {
+    let s: GraphStatus = serde_json::from_value(graph.status.clone()).unwrap_or_default();
+    matches!(s.phase, Some(GraphPhase::Succeeded | GraphPhase::Failed | GraphPhase::Blocked))
+}
+
+/// A few words on what a progress line is about.
+fn detail(r: &Resource) -> String {
+    let s = |p: &str| r.pointer_str(p);
+    match r.kind.as_str() {
+        "AgentSession" => {
+            let mut d = format!("{} by {}", s("/spec/role").to_lowercase(), s("/spec/agentRef/name"));
+            let failure = s("/status/failure");
+            if !failure.is_empty() {
+                d.push_str(&format!(": {failure}"));
+            }
+            d
+        }
+        "Task" | "Node" => s("/status/message"),
+        "Graph" => {
+            let n = |f: &str| r.status.pointer(&format!("/nodes/{f}")).and_then(|v| v.as_u64()).unwrap_or(0);
+            format!("{}/{} nodes succeeded", n("succeeded"), n("total"))
+        }
+        _ => String::new(),
+    }
+}
+
+trait PointerStr {
+    fn pointer_str(&self, p: &str) -> String;
+}
+
+impl PointerStr for Resource {
+    fn pointer_str(&self, p: &str) -> String {
+        let (root, rest) = match p.strip_prefix("/spec") {
+            Some(rest) => (&self.spec, rest),
+            None => (&self.status, p.strip_prefix("/status").unwrap_or(p)),
+        };
+        root.pointer(rest).and_then(|v| v.as_str()).unwrap_or_default().to_string()
+    }
 }

@@ -1,0 +1,104 @@
+//! The session controller: takes a lease on each pending session and runs it in this process.
+//! A session found started (Running or Reflecting) whose lease has lapsed belonged to a process
+//! that died: it is marked Degraded rather than run again, so that nothing an agent did or paid
+//! for is silently repeated; its Task is then Blocked with that reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use domain::kinds::task::{AgentSessionStatus, Lease, SessionPhase};
+use domain::{ObjectKey, Resource};
+
+use crate::context::{Context, status};
+use crate::controller::{Next, Reconciler};
+use crate::error::Result;
+
+pub(crate) struct Sessions {
+    pub ctx: Arc<Context>,
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Sessions {
+    fn kind(&self) -> &'static str {
+        "AgentSession"
+    }
+
+    fn workers(&self) -> usize {
+        2
+    }
+
+    async fn wakes(&self, changed: &Resource) -> Vec<ObjectKey> {
+        match changed.kind.as_str() {
+            "AgentSession" => vec![changed.key()],
+            _ => vec![],
+        }
+    }
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Next> {
+        let Some(session) = self.ctx.get(key).await? else { return Ok(Next::Done) };
+        let s: AgentSessionStatus = status(&session)?;
+        let started = match s.phase {
+            None | Some(SessionPhase::Pending) => false,
+            Some(SessionPhase::Running | SessionPhase::Reflecting) => true,
+            _ => return Ok(Next::Done),
+        };
+        if self.ctx.running.lock().expect("running lock").contains(key) {
+            return Ok(Next::Done);
+        }
+        let now = Utc::now();
+        if let Some(lease) = &s.lease
+            && lease.holder != self.ctx.config.holder
+            && lease.expires_at > now
+        {
+            let wait = (lease.expires_at - now).to_std().unwrap_or_default() + Duration::from_millis(100);
+            return Ok(Next::After(wait));
+        }
+        if started {
+            let holder = s.lease.as_ref().map(|l| l.holder.clone()).unwrap_or_else(|| "an unknown process".into());
+            let failure = format!(
+                "the process running it ({holder}) stopped; the session was not run again, so nothing it did or paid for is repeated"
+            );
+            self.ctx
+                .patch_status::<AgentSessionStatus, _>(key, |_, st| {
+                    if matches!(st.phase, Some(SessionPhase::Running | SessionPhase::Reflecting)) {
+                        st.phase = Some(SessionPhase::Degraded);
+                        st.failure = Some(failure.clone());
+                        st.finished_at = Some(now);
+                        st.lease = None;
+                    }
+                })
+                .await?;
+            return Ok(Next::Done);
+        }
+        if self.ctx.running.lock().expect("running lock").len() >= self.ctx.config.session_workers {
+            return Ok(Next::After(Duration::from_millis(200)));
+        }
+        let holder = self.ctx.config.holder.clone();
+        let ttl = chrono::Duration::from_std(self.ctx.config.lease_ttl).unwrap_or_default();
+        let mut took = false;
+        let written = self
+            .ctx
+            .patch_status::<AgentSessionStatus, _>(key, |_, st| {
+                took = false;
+                let free = st.lease.as_ref().is_none_or(|l| l.holder == holder || l.expires_at <= now);
+                if matches!(st.phase, None | Some(SessionPhase::Pending)) && free {
+                    st.phase = Some(SessionPhase::Running);
+                    st.started_at = Some(now);
+                    st.lease = Some(Lease {
+                        holder: holder.clone(),
+                        acquired_at: now,
+                        renewed_at: now,
+                        expires_at: now + ttl,
+                    });
+                    took = true;
+                }
+            })
+            .await?;
+        if took && written.is_some() {
+            self.ctx.running.lock().expect("running lock").insert(key.clone());
+            tokio::spawn(crate::session::run(self.ctx.clone(), key.clone()));
+        }
+        Ok(Next::Done)
+    }
+}

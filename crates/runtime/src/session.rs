@@ -1,0 +1,714 @@
+//! Running one AgentSession: gather what the agent is given (task, inputs, guidelines by the
+//! digests recorded on the session, tools, authority), start its harness, answer its calls,
+//! turn everything it produces into Artifacts, insist on a reflection, and record the outcome.
+//! Any harness fault (garbage, a crash, a hang, a flood) fails the session with a reason that
+//! lands on the audit chain with the status write.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use admission::{Identity, REFLECTED};
+use base64::Engine;
+use chrono::Utc;
+use domain::kinds::agents::{AgentSpec, HarnessSpec, HarnessType, ModelProvider, ToolSpec};
+use domain::kinds::artifact::{ArtifactInput, ArtifactSpec, ArtifactType, Provenance};
+use domain::kinds::task::{AgentSessionSpec, AgentSessionStatus, Decline, SessionPhase, SessionRole, TaskSpec};
+use domain::kinds::work::{NodeSpec, WorkflowSpec};
+use domain::resource::{Condition, ConditionStatus, ObjectRef};
+use domain::{Digest, ObjectKey, Resource};
+use serde_json::{Value, json};
+
+use crate::context::{Context, labels, local_ref, new_resource, spec};
+use crate::harness::command::Subprocess;
+use crate::harness::model::{DEFAULT_MAX_TURNS, ModelLoop};
+use crate::harness::providers::{Anthropic, OpenAi, Provider, Scripted};
+use crate::harness::{Fault, Harness};
+use crate::protocol::{self, AgentMessage, Document, Envelope, HostMessage, Outcome, SessionInfo, TaskInfo};
+use crate::tools::{self, Caller, TOOL_CALLS};
+
+/// Wall-clock limit of a session when neither the Harness nor the step sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a harness asked for its reflection has to give it.
+const REFLECT_WAIT: Duration = Duration::from_secs(30);
+
+/// Everything loaded to run a session.
+struct Loaded {
+    session: Resource,
+    spec: AgentSessionSpec,
+    task_spec: TaskSpec,
+    harness: HarnessSpec,
+    envelope: Envelope,
+    timeout: Duration,
+}
+
+/// What the harness produced, as it went.
+#[derive(Default)]
+struct Record {
+    artifacts: Vec<ObjectRef>,
+    outputs: u32,
+    reflection: Option<ObjectRef>,
+    decline: Option<Decline>,
+    verdict: Option<ObjectRef>,
+    nodes: Vec<String>,
+    outcome: Option<(Outcome, String)>,
+    fault: Option<String>,
+    tool_calls: u64,
+    transcript: Vec<u8>,
+}
+
+impl Record {
+    fn note(&mut self, direction: &str, message: &Value) {
+        let line = json!({"at": Utc::now().to_rfc3339(), "dir": direction, "message": message});
+        self.transcript.extend_from_slice(line.to_string().as_bytes());
+        self.transcript.push(b'\n');
+    }
+}
+
+/// Run the session at `key`, whose lease this process holds, to its end.
+pub async fn run(ctx: Arc<Context>, key: ObjectKey) {
+    let renew = tokio::spawn(renew_lease(ctx.clone(), key.clone()));
+    let outcome = run_inner(&ctx, &key).await;
+    renew.abort();
+    if let Err(e) = outcome {
+        tracing::error!(session = %key, error = %e, "session could not be recorded");
+        let reason = format!("the session could not be run: {e}");
+        let _ = end(&ctx, &key, Record { fault: Some(reason), ..Default::default() }, SessionPhase::Failed).await;
+    }
+    ctx.running.lock().expect("running lock").remove(&key);
+}
+
+async fn run_inner(ctx: &Arc<Context>, key: &ObjectKey) -> crate::Result<()> {
+    let mut record = Record::default();
+    let loaded = match load(ctx, key).await {
+        Ok(l) => l,
+        Err(reason) => {
+            record.fault = Some(reason);
+            return end(ctx, key, record, SessionPhase::Failed).await;
+        }
+    };
+    let identity = Identity::session(&key.namespace, &key.name, loaded.spec.authority.clone());
+    let mut harness = match start_harness(ctx, &loaded) {
+        Ok(h) => h,
+        Err(fault) => {
+            record.fault = Some(fault.to_string());
+            return end(ctx, key, record, SessionPhase::Failed).await;
+        }
+    };
+    let deadline = tokio::time::Instant::now() + loaded.timeout;
+    let first = HostMessage::Session(Box::new(loaded.envelope.clone()));
+    record.note("in", &serde_json::to_value(&first).unwrap_or_default());
+    let mut alive = match harness.send(&first).await {
+        Ok(()) => converse(ctx, &loaded, &identity, harness.as_mut(), &mut record, deadline).await,
+        Err(f) => {
+            record.fault = Some(f.to_string());
+            false
+        }
+    };
+    if alive && record.fault.is_none() && record.reflection.is_none() && record.outcome.is_some() {
+        let ask = HostMessage::Reflect { reason: "the session ended without a reflection".into() };
+        record.note("in", &serde_json::to_value(&ask).unwrap_or_default());
+        if harness.send(&ask).await.is_ok() {
+            let wait = (tokio::time::Instant::now() + REFLECT_WAIT).min(deadline);
+            alive = converse(ctx, &loaded, &identity, harness.as_mut(), &mut record, wait).await;
+        }
+    }
+    let _ = alive;
+    let ended = harness.finish().await;
+    record.note("note", &json!({"harness": ended}));
+    for (name, amount) in harness.usage() {
+        record.note("note", &json!({"usage": {name: amount}}));
+    }
+    if record.fault.is_none() && record.outcome.is_none() {
+        record.fault = Some(format!("the harness stopped before saying done: it {ended}"));
+    }
+    let phase = decide(&loaded, &mut record);
+    let usage = harness.usage();
+    end_with(ctx, key, record, phase, Some(&loaded), usage).await
+}
+
+/// Exchange messages until `done`, the end of output, a fault or `deadline`. Returns whether the
+/// harness may still be listening.
+async fn converse(
+    ctx: &Context,
+    loaded: &Loaded,
+    identity: &Identity,
+    harness: &mut dyn Harness,
+    record: &mut Record,
+    deadline: tokio::time::Instant,
+) -> bool {
+    let asked_to_reflect = record.outcome.is_some();
+    loop {
+        let message = match tokio::time::timeout_at(deadline, harness.next()).await {
+            Err(_) if asked_to_reflect => return false,
+            Err(_) => {
+                record.fault = Some(format!("the harness did not finish within {} s", loaded.timeout.as_secs()));
+                return false;
+            }
+            Ok(Err(fault)) => {
+                record.fault = Some(fault.to_string());
+                return false;
+            }
+            Ok(Ok(None)) => return false,
+            Ok(Ok(Some(m))) => m,
+        };
+        record.note("out", &serde_json::to_value(&message).unwrap_or_default());
+        if asked_to_reflect && !matches!(message, AgentMessage::Reflection { .. } | AgentMessage::Log { .. }) {
+            if matches!(message, AgentMessage::Done { .. }) {
+                return true;
+            }
+            continue;
+        }
+        match handle(ctx, loaded, identity, record, message).await {
+            Ok(Some(reply)) => {
+                record.note("in", &serde_json::to_value(&reply).unwrap_or_default());
+                if let Err(f) = harness.send(&reply).await {
+                    record.fault = Some(f.to_string());
+                    return false;
+                }
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                record.fault = Some(reason);
+                return false;
+            }
+        }
+        if asked_to_reflect && record.reflection.is_some() {
+            return true;
+        }
+        if record.outcome.is_some() && !asked_to_reflect {
+            return true;
+        }
+    }
+}
+
+/// Act on one message; `Err` is a protocol violation that ends the session.
+async fn handle(
+    ctx: &Context,
+    loaded: &Loaded,
+    identity: &Identity,
+    record: &mut Record,
+    message: AgentMessage,
+) -> Result<Option<HostMessage>, String> {
+    let role = loaded.spec.role;
+    let key = loaded.session.key();
+    match message {
+        AgentMessage::ToolCall { id, tool, arguments } => {
+            let caller = Caller { identity, session: &key, authority: &loaded.spec.authority };
+            Ok(Some(tools::call(ctx, &caller, &mut record.tool_calls, &id, &tool, &arguments).await))
+        }
+        AgentMessage::Artifact { name, media_type, content, content_base64 } => {
+            if role == SessionRole::Reviewer {
+                return Err("a reviewing session gives a verdict, not output artifacts".into());
+            }
+            let bytes = match (content, content_base64) {
+                (Some(text), None) => text.into_bytes(),
+                (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| format!("artifact `{name}`: contentBase64 is not base64: {e}"))?,
+                _ => return Err(format!("artifact `{name}` needs exactly one of content and contentBase64")),
+            };
+            record.outputs += 1;
+            let suffix = format!("out-{}", record.outputs);
+            let inputs = loaded.spec.inputs.clone();
+            let r =
+                store_artifact(ctx, loaded, &suffix, bytes, &media_type, ArtifactType::Output, inputs, |_| {}).await?;
+            record.artifacts.push(r);
+            Ok(None)
+        }
+        AgentMessage::Verdict { verdict, comments } => {
+            let Some(target) = loaded.spec.review_of.clone().filter(|_| role == SessionRole::Reviewer) else {
+                return Err("only a reviewing session may give a verdict".into());
+            };
+            if record.verdict.is_some() {
+                return Err("a reviewing session gives one verdict".into());
+            }
+            let body = json!({"verdict": verdict, "comments": comments, "artifact": target.artifact_ref.name, "digest": target.digest});
+            let inputs = vec![ArtifactInput { name: target.artifact_ref.name.clone(), digest: target.digest }];
+            let r = store_artifact(
+                ctx,
+                loaded,
+                "verdict",
+                body.to_string().into_bytes(),
+                "application/json",
+                ArtifactType::Review,
+                inputs,
+                |s| {
+                    s.review_of = Some(target.digest);
+                    s.verdict = Some(verdict);
+                },
+            )
+            .await?;
+            record.artifacts.push(r.clone());
+            record.verdict = Some(r);
+            Ok(None)
+        }
+        AgentMessage::Decline { reason, message } => {
+            if record.decline.is_some() {
+                return Err("a session declines once".into());
+            }
+            let body = json!({"reason": reason, "message": message});
+            let r = store_artifact(
+                ctx,
+                loaded,
+                "decline",
+                body.to_string().into_bytes(),
+                "application/json",
+                ArtifactType::Decline,
+                vec![],
+                |_| {},
+            )
+            .await?;
+            record.artifacts.push(r);
+            record.decline = Some(Decline { reason, message });
+            Ok(None)
+        }
+        AgentMessage::CreateNode { id, name, node } => {
+            if role != SessionRole::Orchestrator {
+                return Err(
+                    "only an orchestrating session may create Nodes: a task agent declines with NeedsSplitting instead"
+                        .into(),
+                );
+            }
+            Ok(Some(create_node(ctx, loaded, identity, record, id, name, node).await))
+        }
+        AgentMessage::Reflection { went_well, went_badly, could_improve } => {
+            if record.reflection.is_some() {
+                return Err("a session reflects once".into());
+            }
+            let body = json!({"wentWell": went_well, "wentBadly": went_badly, "couldImprove": could_improve});
+            let r = store_artifact(
+                ctx,
+                loaded,
+                "reflection",
+                body.to_string().into_bytes(),
+                "application/json",
+                ArtifactType::Reflection,
+                vec![],
+                |_| {},
+            )
+            .await?;
+            record.artifacts.push(r.clone());
+            record.reflection = Some(r);
+            Ok(None)
+        }
+        AgentMessage::Log { .. } => Ok(None),
+        AgentMessage::Done { outcome, message } => {
+            record.outcome = Some((outcome, message));
+            Ok(None)
+        }
+    }
+}
+
+async fn create_node(
+    ctx: &Context,
+    loaded: &Loaded,
+    identity: &Identity,
+    record: &mut Record,
+    id: String,
+    name: String,
+    node: Value,
+) -> HostMessage {
+    let mut spec = match node {
+        Value::Object(m) => m,
+        _ => {
+            return HostMessage::NodeResult {
+                id,
+                ok: false,
+                name: None,
+                error: Some("`node` must be an object".into()),
+            };
+        }
+    };
+    spec.insert("graphRef".into(), json!(loaded.task_spec.graph_ref));
+    let graph = loaded.task_spec.graph_ref.name.clone();
+    let session = loaded.session.metadata.name.clone();
+    let mut object = Resource::new("Node", Some(&loaded.session.key().namespace), &name, Value::Object(spec));
+    object.metadata.labels.insert(labels::GRAPH.into(), graph);
+    object.metadata.labels.insert("r5e.ai/planned-by".into(), session);
+    match ctx.admission.create(identity, object.to_value()).await {
+        Ok(created) => {
+            record.nodes.push(created.metadata.name.clone());
+            HostMessage::NodeResult { id, ok: true, name: Some(created.metadata.name), error: None }
+        }
+        Err(e) => HostMessage::NodeResult { id, ok: false, name: None, error: Some(e.to_string()) },
+    }
+}
+
+/// Store `bytes` in the CAS and record them as an Artifact of this session.
+#[allow(clippy::too_many_arguments)]
+async fn store_artifact(
+    ctx: &Context,
+    loaded: &Loaded,
+    suffix: &str,
+    bytes: Vec<u8>,
+    media_type: &str,
+    artifact_type: ArtifactType,
+    inputs: Vec<ArtifactInput>,
+    adjust: impl FnOnce(&mut ArtifactSpec),
+) -> Result<ObjectRef, String> {
+    let size = bytes.len() as u64;
+    let digest = ctx.cas.store(bytes).await.map_err(|e| format!("cannot store an artifact: {e}"))?;
+    let session = &loaded.session;
+    let mut spec = ArtifactSpec {
+        digest,
+        size,
+        media_type: media_type.to_string(),
+        artifact_type,
+        produced_by: Provenance {
+            session: local_ref(&session.metadata.name),
+            agent: loaded.spec.agent_ref.clone(),
+            model: loaded.spec.model.clone(),
+            lineage: loaded.spec.lineage.clone(),
+        },
+        inputs,
+        review_of: None,
+        verdict: None,
+        task_ref: Some(loaded.spec.task_ref.clone()),
+    };
+    adjust(&mut spec);
+    let name = format!("{}-{suffix}", session.metadata.name);
+    let resource = new_resource(
+        "Artifact",
+        &session.key().namespace,
+        &name,
+        &[(labels::TASK, &loaded.spec.task_ref.name), (labels::SESSION, &session.metadata.name)],
+        &spec,
+    );
+    let stored = ctx.create(resource).await.map_err(|e| format!("cannot record artifact {name}: {e}"))?;
+    if stored.spec != serde_json::to_value(&spec).unwrap_or_default() {
+        return Err(format!("artifact {name} already exists with other content"));
+    }
+    Ok(local_ref(&name))
+}
+
+/// The phase the session ends in, given what it did; fills in the failure reason.
+fn decide(loaded: &Loaded, record: &mut Record) -> SessionPhase {
+    if record.fault.is_some() {
+        return SessionPhase::Failed;
+    }
+    let phase = match (&record.decline, &record.outcome) {
+        (Some(_), _) => SessionPhase::Declined,
+        (None, Some((Outcome::Failed, message))) => {
+            record.fault = Some(format!("the agent reported failure: {message}"));
+            SessionPhase::Failed
+        }
+        (None, Some((Outcome::Succeeded, _))) => match loaded.spec.role {
+            SessionRole::Producer if record.outputs == 0 => {
+                record.fault = Some("the session succeeded without producing an artifact".into());
+                SessionPhase::Failed
+            }
+            SessionRole::Reviewer if record.verdict.is_none() => {
+                record.fault = Some("the reviewing session finished without a verdict".into());
+                SessionPhase::Failed
+            }
+            SessionRole::Orchestrator if record.nodes.is_empty() => {
+                record.fault = Some("the orchestrating session created no Node".into());
+                SessionPhase::Failed
+            }
+            _ => SessionPhase::Succeeded,
+        },
+        (None, None) => SessionPhase::Failed,
+    };
+    if record.reflection.is_none() && phase != SessionPhase::Failed {
+        record.fault = Some(format!("the session would have ended {phase:?} but gave no reflection, even when asked"));
+        return SessionPhase::Failed;
+    }
+    phase
+}
+
+async fn end(ctx: &Context, key: &ObjectKey, record: Record, phase: SessionPhase) -> crate::Result<()> {
+    end_with(ctx, key, record, phase, None, BTreeMap::new()).await
+}
+
+/// Store the transcript and write the final status.
+async fn end_with(
+    ctx: &Context,
+    key: &ObjectKey,
+    mut record: Record,
+    phase: SessionPhase,
+    loaded: Option<&Loaded>,
+    mut usage: BTreeMap<String, u64>,
+) -> crate::Result<()> {
+    let mut transcript_digest = None;
+    if let Some(loaded) = loaded {
+        let bytes = std::mem::take(&mut record.transcript);
+        match store_artifact(
+            ctx,
+            loaded,
+            "transcript",
+            bytes,
+            "application/x-ndjson",
+            ArtifactType::Transcript,
+            vec![],
+            |_| {},
+        )
+        .await
+        {
+            Ok(r) => {
+                transcript_digest = ctx
+                    .get(&ObjectKey::new("Artifact", &key.namespace, &r.name))
+                    .await?
+                    .and_then(|a| spec::<ArtifactSpec>(&a).ok())
+                    .map(|s| s.digest);
+                record.artifacts.push(r);
+            }
+            Err(e) => tracing::warn!(session = %key, error = %e, "the transcript could not be stored"),
+        }
+    }
+    if record.tool_calls > 0 {
+        usage.insert(TOOL_CALLS.into(), record.tool_calls);
+    }
+    let now = Utc::now();
+    let reflected = match (&record.reflection, &record.fault) {
+        (Some(_), _) => condition(ConditionStatus::True, "Reflected", "the session gave its reflection"),
+        (None, Some(f)) => condition(ConditionStatus::False, "ReflectionMissing", f),
+        (None, None) => condition(ConditionStatus::False, "ReflectionMissing", "no reflection was given"),
+    };
+    ctx.patch_status::<AgentSessionStatus, _>(key, |_, s| {
+        s.phase = Some(phase);
+        s.finished_at = Some(now);
+        s.lease = None;
+        for r in &record.artifacts {
+            if !s.artifact_refs.contains(r) {
+                s.artifact_refs.push(r.clone());
+            }
+        }
+        s.reflection_ref = record.reflection.clone();
+        s.decline = record.decline.clone();
+        s.failure = record.fault.clone();
+        s.usage = usage.clone();
+        s.transcript_digest = transcript_digest;
+        s.conditions.retain(|c| c.type_ != REFLECTED);
+        s.conditions.push(reflected.clone());
+    })
+    .await?;
+    Ok(())
+}
+
+fn condition(status: ConditionStatus, reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: REFLECTED.into(),
+        status,
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: Some(Utc::now().to_rfc3339()),
+        observed_generation: None,
+    }
+}
+
+/// Keep the lease alive while the session runs.
+async fn renew_lease(ctx: Arc<Context>, key: ObjectKey) {
+    let every = ctx.config.lease_ttl / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let now = Utc::now();
+        let ttl = chrono::Duration::from_std(ctx.config.lease_ttl).unwrap_or_default();
+        let holder = ctx.config.holder.clone();
+        let renewed = ctx
+            .patch_status::<AgentSessionStatus, _>(&key, |_, s| {
+                if let Some(lease) = s.lease.as_mut().filter(|l| l.holder == holder) {
+                    lease.renewed_at = now;
+                    lease.expires_at = now + ttl;
+                }
+            })
+            .await;
+        if let Err(e) = renewed {
+            tracing::warn!(session = %key, error = %e, "lease renewal failed");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+async fn load(ctx: &Context, key: &ObjectKey) -> Result<Loaded, String> {
+    let ns = key.namespace.as_str();
+    let get = |kind: &'static str, name: String| async move {
+        let k = ObjectKey::new(kind, ns, &name);
+        ctx.get(&k).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("{k} does not exist"))
+    };
+    let session = get("AgentSession", key.name.clone()).await?;
+    let s: AgentSessionSpec = spec(&session).map_err(|e| e.to_string())?;
+    let task = get("Task", s.task_ref.name.clone()).await?;
+    let task_spec: TaskSpec = spec(&task).map_err(|e| e.to_string())?;
+    let agent = get("Agent", s.agent_ref.name.clone()).await?;
+    let agent_spec: AgentSpec = spec(&agent).map_err(|e| e.to_string())?;
+    let harness_res = get("Harness", agent_spec.harness_ref.name.clone()).await?;
+    let harness: HarnessSpec = spec(&harness_res).map_err(|e| e.to_string())?;
+    if harness.protocol_version != protocol::VERSION {
+        return Err(format!(
+            "{} speaks `{}`, but this runtime speaks `{}`",
+            harness_res.key(),
+            harness.protocol_version,
+            protocol::VERSION
+        ));
+    }
+    let node = get("Node", task_spec.node_ref.name.clone()).await?;
+    let node_spec: NodeSpec = spec(&node).map_err(|e| e.to_string())?;
+    let step = match &node_spec.workflow_ref {
+        Some(w) => {
+            let wf: WorkflowSpec = spec(&get("Workflow", w.name.clone()).await?).map_err(|e| e.to_string())?;
+            wf.steps.into_iter().find(|st| st.name == task_spec.step)
+        }
+        None => None,
+    };
+    let mut inputs = Vec::new();
+    for input in &s.inputs {
+        inputs.push(document(ctx, &input.name, &input.digest, "text/plain").await?);
+    }
+    let review = match &s.review_of {
+        Some(target) => {
+            let artifact = get("Artifact", target.artifact_ref.name.clone()).await?;
+            let a: ArtifactSpec = spec(&artifact).map_err(|e| e.to_string())?;
+            if a.digest != target.digest {
+                return Err(format!("{} holds {}, not the {} under review", artifact.key(), a.digest, target.digest));
+            }
+            Some(document(ctx, &artifact.metadata.name, &a.digest, &a.media_type).await?)
+        }
+        None => None,
+    };
+    let guidelines = guidelines(ctx, ns, &s.guideline_digests).await?;
+    let now = Utc::now();
+    let mut tools = Vec::new();
+    let declared: Vec<Resource> = match step.as_ref().filter(|st| !st.tool_refs.is_empty()) {
+        Some(st) => {
+            let mut out = Vec::new();
+            for t in &st.tool_refs {
+                out.push(get("Tool", t.name.clone()).await?);
+            }
+            out
+        }
+        None => ctx.list("Tool", ns, &[]).await.map_err(|e| e.to_string())?,
+    };
+    for t in declared {
+        let Ok(ts) = spec::<ToolSpec>(&t) else { continue };
+        if s.authority.allows_capability(&ts.capability, now) {
+            tools.push(protocol::ToolInfo {
+                name: t.metadata.name.clone(),
+                description: ts.description,
+                input_schema: Value::Object(ts.input_schema),
+            });
+        }
+    }
+    let workspace = ctx.config.work_dir.join(ns).join(&key.name);
+    std::fs::create_dir_all(&workspace).map_err(|e| format!("cannot create {}: {e}", workspace.display()))?;
+    let timeout =
+        [harness.command.as_ref().and_then(|c| c.timeout_seconds), step.as_ref().and_then(|st| st.timeout_seconds)]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_TIMEOUT);
+    let envelope = Envelope {
+        protocol: protocol::VERSION.to_string(),
+        session: SessionInfo {
+            namespace: ns.to_string(),
+            name: key.name.clone(),
+            uid: session.metadata.uid.clone().unwrap_or_default(),
+            role: s.role,
+            attempt: s.attempt,
+            agent: s.agent_ref.name.clone(),
+            model: s.model.clone(),
+        },
+        task: TaskInfo {
+            name: task.metadata.name.clone(),
+            graph: task_spec.graph_ref.name.clone(),
+            node: task_spec.node_ref.name.clone(),
+            description: node_spec.description.clone(),
+            step: task_spec.step.clone(),
+            instructions: task_spec.instructions.clone(),
+        },
+        parameters: node_spec.inputs.clone(),
+        inputs,
+        guidelines,
+        tools,
+        authority: s.authority.clone(),
+        review,
+        workspace: workspace.display().to_string(),
+    };
+    Ok(Loaded { session, spec: s, task_spec, harness, envelope, timeout })
+}
+
+async fn document(ctx: &Context, name: &str, digest: &Digest, media_type: &str) -> Result<Document, String> {
+    let bytes = ctx.cas.resolve(digest).await.map_err(|e| format!("input `{name}` ({digest}) cannot be read: {e}"))?;
+    let (content, content_base64) = match String::from_utf8(bytes) {
+        Ok(text) => (Some(text), None),
+        Err(e) => (None, Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()))),
+    };
+    Ok(Document {
+        name: name.into(),
+        digest: digest.to_string(),
+        media_type: media_type.into(),
+        content,
+        content_base64,
+    })
+}
+
+/// The guidelines recorded on the session, by digest: exactly the bytes that were recorded.
+async fn guidelines(ctx: &Context, ns: &str, digests: &[Digest]) -> Result<Vec<protocol::Guideline>, String> {
+    let named: BTreeMap<Digest, String> = ctx
+        .list("Guideline", ns, &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter_map(|g| Some((Digest::of(g.spec.get("content")?.as_str()?.as_bytes()), g.metadata.name.clone())))
+        .collect();
+    let mut out = Vec::new();
+    for d in digests {
+        let bytes = ctx.cas.resolve(d).await.map_err(|e| format!("guideline {d} cannot be read: {e}"))?;
+        out.push(protocol::Guideline {
+            name: named.get(d).cloned().unwrap_or_else(|| "guideline".into()),
+            digest: d.to_string(),
+            content: String::from_utf8_lossy(&bytes).into_owned(),
+        });
+    }
+    Ok(out)
+}
+
+fn start_harness(ctx: &Context, loaded: &Loaded) -> Result<Box<dyn Harness>, Fault> {
+    let h = &loaded.harness;
+    match h.type_ {
+        HarnessType::Command => {
+            let cmd = h.command.as_ref().ok_or_else(|| Fault::Io("the Harness has no `command` section".into()))?;
+            let env = vec![
+                ("R5E_SESSION".to_string(), loaded.session.metadata.name.clone()),
+                ("R5E_WORKSPACE".to_string(), loaded.envelope.workspace.clone()),
+                ("R5E_PROTOCOL".to_string(), protocol::VERSION.to_string()),
+            ];
+            Ok(Box::new(Subprocess::start(cmd, &ctx.config.base_dir, &env)?))
+        }
+        HarnessType::Model => {
+            let m = h.model.as_ref().ok_or_else(|| Fault::Io("the Harness has no `model` section".into()))?;
+            let key = match &m.api_key_env {
+                Some(var) => Some(std::env::var(var).map_err(|_| {
+                    Fault::Provider(format!("environment variable `{var}` holding the API key is not set"))
+                })?),
+                None => None,
+            };
+            let provider: Box<dyn Provider> = match m.provider {
+                ModelProvider::Openai => Box::new(OpenAi::new(ctx.http.clone(), m.endpoint.as_deref(), &m.model, key)),
+                ModelProvider::Anthropic => {
+                    Box::new(Anthropic::new(ctx.http.clone(), m.endpoint.as_deref(), &m.model, key))
+                }
+                ModelProvider::Scripted => Box::new(
+                    Scripted::new(&m.model, m.script.as_ref().unwrap_or(&Value::Null))
+                        .map_err(|e| Fault::Provider(e.to_string()))?,
+                ),
+            };
+            let budget = loaded.spec.authority.budgets.get("tokens").copied();
+            Ok(Box::new(ModelLoop::new(provider, m.max_turns.unwrap_or(DEFAULT_MAX_TURNS), budget)))
+        }
+    }
+}
+
+/// Whether `agent` can state the model identity a session records (from its spec, or its model
+/// harness).
+pub fn model_of(agent: &AgentSpec, harness: &HarnessSpec) -> Option<domain::kinds::agents::ModelIdentity> {
+    if let Some(m) = &agent.model {
+        return Some(m.clone());
+    }
+    let m = harness.model.as_ref()?;
+    let provider = serde_json::to_value(m.provider).ok()?.as_str()?.to_string();
+    Some(domain::kinds::agents::ModelIdentity { provider, name: m.model.clone(), version: None })
+}

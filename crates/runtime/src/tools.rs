@@ -1,0 +1,166 @@
+//! Tool calls: every call a session makes is checked, in order, against the Tool's existence,
+//! the session's capabilities (and expiry), its `tool_calls` budget, the Cedar policy
+//! (`call_tool`, recorded as an admission decision) and the Tool's input schema; only then is
+//! the Tool's program run, with the arguments as JSON on stdin. Allowed or not, each call is a
+//! `tool.call` event naming the digests of its arguments and result (both kept in the CAS).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use admission::Identity;
+use chrono::Utc;
+use domain::chain::EventDraft;
+use domain::kinds::agents::ToolSpec;
+use domain::{Authority, Digest, ObjectKey};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::context::{Context, spec};
+use crate::harness::command::resolve;
+use crate::protocol::HostMessage;
+
+/// The budget a tool call spends.
+pub const TOOL_CALLS: &str = "tool_calls";
+/// Output a tool may print.
+const TOOL_OUTPUT_LIMIT: u64 = 1 << 20;
+
+/// Who is calling.
+#[derive(Debug)]
+pub struct Caller<'a> {
+    /// The session's identity in admission.
+    pub identity: &'a Identity,
+    /// The session.
+    pub session: &'a ObjectKey,
+    /// Exactly the authority it holds.
+    pub authority: &'a Authority,
+}
+
+/// Make one call and answer it; `spent` is the session's `tool_calls` so far, raised when the
+/// call is allowed.
+pub async fn call(
+    ctx: &Context,
+    caller: &Caller<'_>,
+    spent: &mut u64,
+    id: &str,
+    tool: &str,
+    args: &Value,
+) -> HostMessage {
+    let key = ObjectKey::new("Tool", &caller.session.namespace, tool);
+    let args_bytes = serde_json::to_vec(args).unwrap_or_default();
+    let args_digest = ctx.cas.store(args_bytes).await.ok();
+    let outcome = checked_run(ctx, caller, spent, &key, args).await;
+    let (result_digest, reason) = match &outcome {
+        Ok(v) => (ctx.cas.store(serde_json::to_vec(v).unwrap_or_default()).await.ok(), None),
+        Err(e) => (None, Some(e.clone())),
+    };
+    let event = EventDraft {
+        type_: "tool.call".into(),
+        actor: caller.identity.actor(),
+        subject: key.to_string(),
+        data: json!({
+            "session": caller.session.to_string(),
+            "callId": id,
+            "allowed": outcome.is_ok(),
+            "reason": reason,
+            "argumentsDigest": args_digest.map(|d| d.to_string()),
+            "resultDigest": result_digest.map(|d: Digest| d.to_string()),
+        }),
+    };
+    if let Err(e) = ctx.store().events.append(event).await {
+        return HostMessage::ToolResult {
+            id: id.into(),
+            ok: false,
+            result: None,
+            error: Some(format!("the call could not be recorded, so it is refused: {e}")),
+        };
+    }
+    match outcome {
+        Ok(result) => HostMessage::ToolResult { id: id.into(), ok: true, result: Some(result), error: None },
+        Err(error) => HostMessage::ToolResult { id: id.into(), ok: false, result: None, error: Some(error) },
+    }
+}
+
+async fn checked_run(
+    ctx: &Context,
+    caller: &Caller<'_>,
+    spent: &mut u64,
+    key: &ObjectKey,
+    args: &Value,
+) -> Result<Value, String> {
+    let tool = ctx.get(key).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no {key}"))?;
+    let spec: ToolSpec = spec(&tool).map_err(|e| e.to_string())?;
+    let now = Utc::now();
+    if caller.authority.is_expired(now) {
+        return Err("the session's authority has expired".into());
+    }
+    if !caller.authority.allows_capability(&spec.capability, now) {
+        return Err(format!("the session does not hold the capability `{}` that {key} needs", spec.capability));
+    }
+    let total = caller.authority.charge(TOOL_CALLS, *spent, 1).map_err(|w| format!("refused: {w}"))?;
+    ctx.admission
+        .authorize(caller.identity, policy::Action::CallTool, &tool)
+        .await
+        .map_err(|e| format!("policy refused the call: {e}"))?;
+    if !spec.input_schema.is_empty() {
+        let schema = Value::Object(spec.input_schema.clone());
+        let validator =
+            jsonschema::validator_for(&schema).map_err(|e| format!("{key} has an invalid input schema: {e}"))?;
+        let errors: Vec<String> = validator.iter_errors(args).map(|e| format!("{}: {e}", e.instance_path())).collect();
+        if !errors.is_empty() {
+            return Err(format!("the arguments do not match {key}'s input schema: {}", errors.join("; ")));
+        }
+    }
+    *spent = total;
+    let Some(command) = spec.command else {
+        return Err(format!("{key} has no program to run"));
+    };
+    run_program(ctx, &command, args).await
+}
+
+async fn run_program(
+    ctx: &Context,
+    command: &domain::kinds::agents::ToolCommand,
+    args: &Value,
+) -> Result<Value, String> {
+    let program = if command.program.contains('/') {
+        resolve(&ctx.config.base_dir, &command.program).display().to_string()
+    } else {
+        command.program.clone()
+    };
+    let mut child = tokio::process::Command::new(&program)
+        .args(&command.args)
+        .current_dir(&ctx.config.base_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the tool's program `{program}`: {e}"))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let input = serde_json::to_vec(args).unwrap_or_default();
+    let mut stdout = child.stdout.take().expect("stdout is piped").take(TOOL_OUTPUT_LIMIT + 1);
+    let mut stderr = child.stderr.take().expect("stderr is piped").take(4096);
+    let limit = Duration::from_secs(command.timeout_seconds.unwrap_or(60));
+    let work = async {
+        let _ = stdin.write_all(&input).await;
+        drop(stdin);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let _ = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+        let status = child.wait().await;
+        (out, err, status)
+    };
+    let (out, err, status) = tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| format!("the tool's program did not finish within {} s", limit.as_secs()))?;
+    if out.len() as u64 > TOOL_OUTPUT_LIMIT {
+        return Err(format!("the tool printed more than {TOOL_OUTPUT_LIMIT} bytes"));
+    }
+    let status = status.map_err(|e| e.to_string())?;
+    if !status.success() {
+        let err = String::from_utf8_lossy(&err);
+        return Err(format!("the tool's program failed ({status}): {}", err.trim()));
+    }
+    let text = String::from_utf8_lossy(&out).trim().to_string();
+    Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
