@@ -80,9 +80,9 @@ fn kubectl_works_unchanged() {
     let table = ok(kubectl(&kc, &["get", "nodes.r5e.ai"]));
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "GRAPH", "TYPE", "PHASE", "STEP", "AGE"], "{table}");
-    assert!(table.contains("collect-changes   release-notes"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("notes ") && l.contains("release-notes")), "{table}");
     let names = ok(kubectl(&kc, &["get", "nodes.r5e.ai", "-o", "jsonpath={.items[*].metadata.name}"]));
-    assert_eq!(names, "collect-changes draft");
+    assert_eq!(names, "announce notes");
     let reviewers = ok(kubectl(&kc, &["get", "agents", "-l", "r5e.ai/role=reviewer", "-o", "name"]));
     assert_eq!(reviewers.trim(), "agent.r5e.ai/reviewer");
 
@@ -108,9 +108,9 @@ fn kubectl_works_unchanged() {
 
     let labels = ok(kubectl(&kc, &["get", "graph", "release-notes", "-o", "jsonpath={.metadata.labels.approved}"]));
     assert_eq!(labels, "yes");
-    ok(kubectl(&kc, &["delete", "node.r5e.ai", "draft"]));
+    ok(kubectl(&kc, &["delete", "node.r5e.ai", "announce"]));
     let left = ok(kubectl(&kc, &["get", "nodes.r5e.ai", "-o", "name"]));
-    assert_eq!(left.trim(), "node.r5e.ai/collect-changes");
+    assert_eq!(left.trim(), "node.r5e.ai/notes");
 
     // A CustomResourceDefinition serves a new kind that kubectl can use at once.
     let crd = dir.path().join("crd.yaml");

@@ -147,8 +147,8 @@ fn the_cli_drives_a_running_server_over_tls() {
     assert!(yaml.contains("kind: Graph") && yaml.contains("resourceVersion:"), "{yaml}");
     let described = stdout(&r5e_in(&data, &["describe", "graph", "release-notes"]));
     assert!(described.contains("admission.decision") && described.contains("resource.created"), "{described}");
-    assert!(stdout(&r5e_in(&data, &["delete", "node", "draft"])).contains("node.r5e.ai/draft deleted"));
-    assert_eq!(stdout(&r5e_in(&data, &["get", "nodes", "-o", "name"])).trim(), "node.r5e.ai/collect-changes");
+    assert!(stdout(&r5e_in(&data, &["delete", "node", "announce"])).contains("node.r5e.ai/announce deleted"));
+    assert_eq!(stdout(&r5e_in(&data, &["get", "nodes", "-o", "name"])).trim(), "node.r5e.ai/notes");
 
     // explain: a widened grant is refused by the refs stage, and nothing is written.
     let bad = dir.path().join("bad.yaml");
@@ -184,7 +184,7 @@ fn the_cli_drives_a_running_server_over_tls() {
     let exported = stdout(&remote(&["audit", "export"]));
     assert_eq!(exported.lines().count(), verified.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap());
     let log = stdout(&remote(&["audit", "log", "--type", "resource.deleted"]));
-    assert!(log.contains("Node/default/draft"), "{log}");
+    assert!(log.contains("Node/default/announce"), "{log}");
 
     // A wrong token is told so.
     let denied = Command::new(env!("CARGO_BIN_EXE_r5e"))

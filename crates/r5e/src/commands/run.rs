@@ -36,14 +36,14 @@ pub async fn run(path: &Path, data: &DataDir, timeout: Duration) -> Result<ExitC
     let admission = Arc::new(Admission::new(open_store(data).await?));
     let graphs: Vec<ObjectKey> = manifests.iter().map(|m| m.resource.key()).filter(|k| k.kind == "Graph").collect();
     let start_seq = admission.store().events.head().await?.seq;
-    apply(&admission, manifests).await?;
     let place = match &data.database_url {
         Some(_) => "Postgres".to_string(),
         None => data.data_dir.display().to_string(),
     };
+    apply(&admission, manifests, &place).await?;
     if graphs.is_empty() {
         let head = admission.store().events.verify_chain().await?;
-        println!("no Graph to run in {place}");
+        println!("no Graph to run");
         println!("audit chain verified: {} events, head {}", head.seq, head.hash);
         return Ok(ExitCode::SUCCESS);
     }
@@ -57,7 +57,6 @@ pub async fn run(path: &Path, data: &DataDir, timeout: Duration) -> Result<ExitC
     let finished = follow(&admission, &graphs, start_seq, timeout).await;
     rt.stop().await;
     let outcome = summary::print(&admission, &graphs, start_seq).await?;
-    println!("data in {place}");
     match finished? {
         true if outcome.succeeded() => Ok(ExitCode::SUCCESS),
         true => Ok(ExitCode::FAILURE),
@@ -70,10 +69,11 @@ fn names(keys: &[ObjectKey]) -> String {
 }
 
 /// Apply every manifest through admission, printing what happened to each.
-async fn apply(admission: &Admission, manifests: Vec<manifests::Manifest>) -> Result<()> {
+async fn apply(admission: &Admission, manifests: Vec<manifests::Manifest>, place: &str) -> Result<()> {
     let who = operator();
     let mut t = table(&["kind", "name", "result", "resource version", "from"]);
     let mut refused = Vec::new();
+    let (mut created, mut updated, mut unchanged) = (0, 0, 0);
     for m in manifests {
         let key = m.resource.key();
         let before = match admission.store().graph.get(&key).await {
@@ -88,9 +88,18 @@ async fn apply(admission: &Admission, manifests: Vec<manifests::Manifest>) -> Re
             Some(_) => admission.update(&who, object.to_value()).await,
         };
         let (result, version) = match (outcome, before) {
-            (Ok(r), None) => ("created", r.resource_version()),
-            (Ok(r), Some(v)) if r.resource_version() == v => ("unchanged", v),
-            (Ok(r), Some(_)) => ("updated", r.resource_version()),
+            (Ok(r), None) => {
+                created += 1;
+                ("created", r.resource_version())
+            }
+            (Ok(r), Some(v)) if r.resource_version() == v => {
+                unchanged += 1;
+                ("unchanged", v)
+            }
+            (Ok(r), Some(_)) => {
+                updated += 1;
+                ("updated", r.resource_version())
+            }
             (Err(e), _) => {
                 refused.push(format!("{}: {e}", m.origin));
                 ("refused", None)
@@ -99,7 +108,8 @@ async fn apply(admission: &Admission, manifests: Vec<manifests::Manifest>) -> Re
         let name = if key.namespace.is_empty() { key.name } else { format!("{}/{}", key.namespace, key.name) };
         t.add_row(vec![key.kind, name, result.into(), version.map(|v| v.to_string()).unwrap_or_default(), m.origin]);
     }
-    eprintln!("{t}\n");
+    println!("{t}\n");
+    println!("{created} created, {updated} updated, {unchanged} unchanged, {} refused in {place}", refused.len());
     if !refused.is_empty() {
         bail!("admission refused {} manifest(s):\n  {}", refused.len(), refused.join("\n  "));
     }

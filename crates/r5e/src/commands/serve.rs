@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use api::{AppState, Tokens};
 
 use crate::DataDir;
-use crate::backends::open_store;
+use crate::backends::{open_cas, open_store};
 use crate::commands::token;
 use crate::tls;
 
@@ -33,6 +33,12 @@ pub struct Listen {
     /// How many events back a watch may start; older ones get `410 Gone`.
     #[arg(long, default_value_t = api::DEFAULT_WATCH_WINDOW)]
     pub watch_window: u64,
+    /// Serve the API only, without running the execution plane (controllers and sessions).
+    #[arg(long)]
+    pub no_controllers: bool,
+    /// Relative harness and tool programs are resolved against this directory.
+    #[arg(long, default_value = ".")]
+    pub base_dir: std::path::PathBuf,
 }
 
 /// Longest wait for open connections to finish after a stop signal.
@@ -47,8 +53,20 @@ pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", listen.listen))?;
     let addr = listener.local_addr()?;
+    let admission = Arc::new(Admission::new(store));
+    let runtime = match listen.no_controllers {
+        true => None,
+        false => {
+            let base = std::fs::canonicalize(&listen.base_dir)
+                .with_context(|| format!("cannot resolve --base-dir {}", listen.base_dir.display()))?;
+            let work = std::fs::canonicalize(&data.data_dir)?.join("sessions");
+            let ctx =
+                runtime::Context::new(admission.clone(), open_cas(&data.data_dir)?, runtime::Config::new(base, work));
+            Some(runtime::Runtime::start(ctx))
+        }
+    };
     let state = AppState {
-        admission: Arc::new(Admission::new(store)),
+        admission,
         tokens,
         watch_window: listen.watch_window,
         bookmark_interval: BOOKMARK_INTERVAL,
@@ -67,6 +85,9 @@ pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
         write_kubeconfig(&data.data_dir, &kubeconfig(&server, &admin_token, Some(&files.ca)))?;
         announce(&server, &data.data_dir);
         serve_tls(listener, acceptor, app).await;
+    }
+    if let Some(rt) = runtime {
+        rt.stop().await;
     }
     eprintln!("r5e stopped");
     Ok(ExitCode::SUCCESS)

@@ -27,9 +27,10 @@ impl Server {
     }
 }
 
-/// Start `r5e serve` on a free port with `data` as its data directory, over TLS unless `plain`.
+/// Start `r5e serve` on a free port with `data` as its data directory, over TLS unless `plain`,
+/// without the execution plane (these tests look at the API alone).
 pub fn start(data: &Path, plain: bool) -> Server {
-    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()];
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--no-controllers", "--data-dir", data.to_str().unwrap()];
     if plain {
         args.push("--plain-http");
     }

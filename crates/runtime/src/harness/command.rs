@@ -36,6 +36,7 @@ pub struct Subprocess {
     read: u64,
     line: usize,
     stderr: Arc<Mutex<Vec<u8>>>,
+    stderr_reader: Option<tokio::task::JoinHandle<()>>,
     ended: Option<String>,
 }
 
@@ -72,9 +73,7 @@ impl Subprocess {
         let limit = spec.max_output_bytes.unwrap_or(DEFAULT_OUTPUT_LIMIT);
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(keep_tail(err, stderr.clone()));
-        }
+        let stderr_reader = child.stderr.take().map(|err| tokio::spawn(keep_tail(err, stderr.clone())));
         Ok(Subprocess {
             stdin: child.stdin.take(),
             child,
@@ -84,6 +83,7 @@ impl Subprocess {
             read: 0,
             line: 0,
             stderr,
+            stderr_reader,
             ended: None,
         })
     }
@@ -187,6 +187,10 @@ impl Harness for Subprocess {
         };
         // Whatever the harness left running in its group goes with it.
         self.signal_group(Signal::SIGKILL);
+        // Its stderr ends once the group is gone; read what is left of it.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
+        }
         let stderr = self.stderr();
         if !stderr.trim().is_empty() {
             let tail: String = stderr.trim().lines().last().unwrap_or_default().chars().take(200).collect();
