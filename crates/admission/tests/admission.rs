@@ -1,32 +1,12 @@
 //! Admission, stage by stage, by trying to get around each one.
 
-use std::sync::Arc;
-
 use domain::{Authority, ObjectKey};
 use r5e_admission::{Admission, Error, Identity, Operation, Stage};
 use serde_json::{Value, json};
-use storage::{EventQuery, Store};
-use storage_sqlite::SqliteBackend;
+use storage::EventQuery;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    admission: Admission,
-}
-
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = SqliteBackend::open(&dir.path().join("r5e.db")).await.unwrap();
-    let store = Store::open(Arc::new(backend)).await.unwrap();
-    Fixture { _dir: dir, admission: Admission::new(store) }
-}
-
-fn admin() -> Identity {
-    Identity::user("root", &["admins"])
-}
-
-fn manifest(kind: &str, ns: &str, name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "r5e.ai/v1alpha1", "kind": kind, "metadata": {"name": name, "namespace": ns}, "spec": spec})
-}
+mod common;
+use common::{Fixture, admin, fixture, manifest};
 
 fn graph(ns: &str, name: &str, caps: &[&str]) -> Value {
     manifest(
@@ -340,9 +320,10 @@ async fn artifacts_are_immutable_and_status_goes_through_its_own_write() {
     let err = f.admission.update(&a, changed).await.unwrap_err();
     assert!(err.to_string().contains("an Artifact's spec never changes"), "{err}");
     let mut status = stored.to_value();
-    status["status"] = json!({"review": "Approved"});
+    // (Approving needs an independent verdict: tests/gates.rs.)
+    status["status"] = json!({"review": "Rejected"});
     let reviewed = f.admission.update_status(&a, status).await.unwrap();
-    assert_eq!(reviewed.status["review"], "Approved");
+    assert_eq!(reviewed.status["review"], "Rejected");
     assert_eq!(reviewed.spec, stored.spec);
 }
 
