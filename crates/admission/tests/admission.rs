@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use storage::EventQuery;
 
 mod common;
-use common::{Fixture, admin, fixture, manifest};
+use common::{admin, fixture, manifest};
 
 fn graph(ns: &str, name: &str, caps: &[&str]) -> Value {
     manifest(

@@ -53,7 +53,7 @@ async fn append(store: &Store, n: usize, writers: usize) -> Result<Duration> {
     Ok(elapsed)
 }
 
-async fn sealed_rows(store: &Store) -> Result<Vec<raw::Row>> {
+pub(crate) async fn sealed_rows(store: &Store) -> Result<Vec<raw::Row>> {
     Ok(store
         .events
         .query_raw(&EventQuery::default())
@@ -66,7 +66,7 @@ async fn sealed_rows(store: &Store) -> Result<Vec<raw::Row>> {
         .collect())
 }
 
-fn events_per_sec(n: usize, t: Duration) -> f64 {
+pub(crate) fn events_per_sec(n: usize, t: Duration) -> f64 {
     n as f64 / t.as_secs_f64()
 }
 

@@ -10,6 +10,7 @@ mod events;
 mod raw;
 mod reads;
 mod report;
+mod work;
 
 use clap::Parser;
 use sqlx::postgres::PgConnectOptions;
@@ -26,6 +27,9 @@ struct Args {
     /// Events in the chain that `verify_chain` checks.
     #[arg(long, default_value_t = 200_000)]
     verify_events: usize,
+    /// Nodes in the governed work benchmark.
+    #[arg(long, default_value_t = 200)]
+    work_items: usize,
     /// Skip the largest cases (the 256 MiB blob, 1M resources) for a quick run.
     #[arg(long)]
     quick: bool,
@@ -111,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         };
         api::creates(&args, "Postgres", open_pg, &mut report).await?;
     }
+    work::run(&args, scratch.path(), &mut report).await?;
     events::verify(&args, scratch.path(), &mut report).await?;
     cas::run(&args, scratch.path(), &mut report).await?;
     report.print();

@@ -9,6 +9,7 @@ mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +46,10 @@ enum Command {
         /// Give up (and exit non-zero) if the work has not finished after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// How long a session's lease lasts unless renewed; after a crash, another run adopts
+        /// (and marks Degraded) the sessions whose leases have lapsed.
+        #[arg(long, default_value_t = 30)]
+        lease_seconds: u64,
     },
     /// Serve the API (Kubernetes-style; kubectl works against it).
     Serve {
@@ -174,8 +179,9 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { path, data, timeout } => {
-                commands::run::run(&path, &data, std::time::Duration::from_secs(timeout)).await
+            Command::Run { path, data, timeout, lease_seconds } => {
+                let (timeout, lease) = (Duration::from_secs(timeout), Duration::from_secs(lease_seconds.max(1)));
+                commands::run::run(&path, &data, timeout, lease).await
             }
             Command::Serve { data, listen } => commands::serve::run(&data, &listen).await,
             Command::Token { command } => commands::token::run(command),

@@ -126,7 +126,7 @@ fn invalid_manifests_are_all_reported_and_nothing_is_applied() {
 #[test]
 fn an_export_verifies_here_and_with_the_independent_verifier() {
     let (_dir, export, lines) = quickstart();
-    assert_eq!(lines.len(), 22);
+    assert!(lines.len() > 28, "the manifests (28 events) and the work: {}", lines.len());
     let ours = verify_file(&export);
     assert!(ours.status.success(), "{}", text(&ours.stderr));
     let theirs = python_verify(&export);

@@ -305,3 +305,57 @@ fn tool_calls_beyond_the_session_authority_are_refused_and_audited() {
     assert!(calls.contains("there is no Tool/default/deploy"), "{calls}");
     assert!(calls.contains("\"actor\":\"session:default/n-write-a1\""), "{calls}");
 }
+
+#[test]
+fn a_session_whose_process_was_killed_is_marked_degraded_and_never_run_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("starts");
+    let script = harnesses().join("stuck.sh");
+    let work = docs(&[
+        GRAPH.to_string(),
+        format!(
+            "apiVersion: r5e.ai/v1alpha1
+kind: Harness
+metadata: {{name: stuck}}
+spec: {{type: command, command: {{program: sh, args: [\"{}\"], env: {{MARKER: \"{}\"}}, timeoutSeconds: 120}}}}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Agent
+metadata: {{name: stuck, labels: {{r5e.ai/role: stuck}}}}
+spec: {{role: Task, harnessRef: {{name: stuck}}, model: {{provider: test, name: slow}}, capabilities: [notes.write]}}
+",
+            script.display(),
+            marker.display()
+        ),
+        workflow("w", "stuck", "reviewer"),
+        node("n", "w", CHANGES),
+    ]);
+    let (_work_dir, root) = scenario(&work);
+    let data = dir.path().join("data");
+    let r5e = |extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_r5e"));
+        c.args(["run", root.to_str().unwrap(), "--lease-seconds", "2", "--data-dir"]).arg(&data).args(extra);
+        c.env_remove("R5E_DATABASE_URL");
+        c
+    };
+    // Kill -9 the first run while its session is at work (its harness has started).
+    let mut first = r5e(&[]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&marker).is_ok_and(|s| s.contains("started")) {
+        assert!(std::time::Instant::now() < deadline, "the harness never started");
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended early");
+        std::thread::yield_now();
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The next run finds the lapsed lease: the session is Degraded, not run again.
+    let second = r5e(&["--timeout", "60"]).output().unwrap();
+    let _ = Command::new("pkill").arg("-f").arg(script.to_str().unwrap()).status();
+    let stdout = text(&second.stdout);
+    assert_eq!(second.status.code(), Some(1), "{stdout}\n{}", text(&second.stderr));
+    assert!(stdout.contains("graph g: Blocked"), "{stdout}");
+    assert!(stdout.contains("session n-write-a1 could not be restored after a crash and was not re-run"), "{stdout}");
+    assert!(stdout.contains("n-write-a1: the process running it (r5e-"), "{stdout}");
+    let starts = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert_eq!(starts.lines().count(), 1, "the harness was started {} times", starts.lines().count());
+}

@@ -154,8 +154,21 @@ async fn converse(
         };
         record.note("out", &serde_json::to_value(&message).unwrap_or_default());
         if asked_to_reflect && !matches!(message, AgentMessage::Reflection { .. } | AgentMessage::Log { .. }) {
-            if matches!(message, AgentMessage::Done { .. }) {
-                return true;
+            // After `done`, only the reflection counts; calls are answered, not carried out.
+            let late = "the session has said done: only its reflection is accepted now".to_string();
+            let reply = match message {
+                AgentMessage::Done { .. } => return true,
+                AgentMessage::ToolCall { id, .. } => {
+                    HostMessage::ToolResult { id, ok: false, result: None, error: Some(late) }
+                }
+                AgentMessage::CreateNode { id, .. } => {
+                    HostMessage::NodeResult { id, ok: false, name: None, error: Some(late) }
+                }
+                _ => continue,
+            };
+            record.note("in", &serde_json::to_value(&reply).unwrap_or_default());
+            if harness.send(&reply).await.is_err() {
+                return false;
             }
             continue;
         }
@@ -211,8 +224,18 @@ async fn handle(
             record.outputs += 1;
             let suffix = format!("out-{}", record.outputs);
             let inputs = loaded.spec.inputs.clone();
-            let r =
-                store_artifact(ctx, loaded, &suffix, bytes, &media_type, ArtifactType::Output, inputs, |_| {}).await?;
+            let r = store_artifact(
+                ctx,
+                loaded,
+                &suffix,
+                bytes,
+                &media_type,
+                ArtifactType::Output,
+                inputs,
+                Some(&name),
+                |_| {},
+            )
+            .await?;
             record.artifacts.push(r);
             Ok(None)
         }
@@ -233,6 +256,7 @@ async fn handle(
                 "application/json",
                 ArtifactType::Review,
                 inputs,
+                None,
                 |s| {
                     s.review_of = Some(target.digest);
                     s.verdict = Some(verdict);
@@ -256,6 +280,7 @@ async fn handle(
                 "application/json",
                 ArtifactType::Decline,
                 vec![],
+                None,
                 |_| {},
             )
             .await?;
@@ -285,6 +310,7 @@ async fn handle(
                 "application/json",
                 ArtifactType::Reflection,
                 vec![],
+                None,
                 |_| {},
             )
             .await?;
@@ -345,6 +371,7 @@ async fn store_artifact(
     media_type: &str,
     artifact_type: ArtifactType,
     inputs: Vec<ArtifactInput>,
+    given_name: Option<&str>,
     adjust: impl FnOnce(&mut ArtifactSpec),
 ) -> Result<ObjectRef, String> {
     let size = bytes.len() as u64;
@@ -375,6 +402,10 @@ async fn store_artifact(
         &[(labels::TASK, &loaded.spec.task_ref.name), (labels::SESSION, &session.metadata.name)],
         &spec,
     );
+    let mut resource = resource;
+    if let Some(given) = given_name {
+        resource.metadata.annotations.insert("r5e.ai/artifact-name".into(), given.to_string());
+    }
     let stored = ctx.create(resource).await.map_err(|e| format!("cannot record artifact {name}: {e}"))?;
     if stored.spec != serde_json::to_value(&spec).unwrap_or_default() {
         return Err(format!("artifact {name} already exists with other content"));
@@ -441,6 +472,7 @@ async fn end_with(
             "application/x-ndjson",
             ArtifactType::Transcript,
             vec![],
+            None,
             |_| {},
         )
         .await

@@ -7,6 +7,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// How long a task may take to end after the stop signal before it is aborted.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// A set of supervised tasks sharing one stop signal.
 #[derive(Debug)]
 pub struct Supervisor {
@@ -37,7 +40,10 @@ impl Supervisor {
                 let mut run = tokio::spawn(start(stop.child_token()));
                 let why = tokio::select! {
                     _ = stop.cancelled() => {
-                        let _ = run.await;
+                        // Give it a moment to wind down, then stop it outright.
+                        if tokio::time::timeout(STOP_GRACE, &mut run).await.is_err() {
+                            run.abort();
+                        }
                         return;
                     }
                     joined = &mut run => match joined {

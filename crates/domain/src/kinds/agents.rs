@@ -184,7 +184,7 @@ pub struct CommandHarness {
     /// Environment variables set for it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// The directory it runs in; absent means one chosen by the runtime.
+    /// The directory it runs in, relative to the runtime's base directory; absent means that directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
     /// Wall-clock limit per session, in seconds.
@@ -282,7 +282,7 @@ pub struct ToolSpec {
     pub input_schema: Map<String, Value>,
     /// The capability a session's authority must hold to call the tool.
     pub capability: String,
-    /// The program that carries out a call; absent for tools built into the server.
+    /// The program that carries out a call; a Tool without one cannot be called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<ToolCommand>,
 }

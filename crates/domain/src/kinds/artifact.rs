@@ -133,7 +133,7 @@ pub struct ReviewRecord {
     pub session: ObjectRef,
     /// The verdict.
     pub verdict: Verdict,
-    /// The review Artifact's digest.
+    /// The digest of the Artifact reviewed; the verdict is bound to it.
     pub digest: Digest,
 }
 

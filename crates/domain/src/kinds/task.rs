@@ -27,7 +27,7 @@ pub struct TaskSpec {
     pub node_ref: ObjectRef,
     /// The Graph of that Node.
     pub graph_ref: ObjectRef,
-    /// The name of the Workflow step this Task carries out; empty when the Node has no Workflow.
+    /// The name of the Workflow step this Task carries out; `work` when the Node has no Workflow.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub step: String,
     /// What the agent is asked to do.

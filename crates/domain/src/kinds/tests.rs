@@ -148,7 +148,7 @@ pub(crate) fn manifest(kind: &str) -> Value {
             Value::Null,
         ),
         "Artifact" => (
-            meta("draft-write-1-a1-output"),
+            meta("draft-write-a1-out-1"),
             json!({
                 "digest": DIGEST_A,
                 "size": 4096,

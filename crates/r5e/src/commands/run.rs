@@ -31,7 +31,7 @@ fn operator() -> Identity {
     Identity::user("local", &["admins"])
 }
 
-pub async fn run(path: &Path, data: &DataDir, timeout: Duration) -> Result<ExitCode> {
+pub async fn run(path: &Path, data: &DataDir, timeout: Duration, lease: Duration) -> Result<ExitCode> {
     let manifests = manifests::in_reference_order(manifests::load(path, "default")?);
     let admission = Arc::new(Admission::new(open_store(data).await?));
     let graphs: Vec<ObjectKey> = manifests.iter().map(|m| m.resource.key()).filter(|k| k.kind == "Graph").collect();
@@ -51,7 +51,8 @@ pub async fn run(path: &Path, data: &DataDir, timeout: Duration) -> Result<ExitC
     let base = std::fs::canonicalize(&base).with_context(|| format!("cannot resolve {}", base.display()))?;
     std::fs::create_dir_all(&data.data_dir)?;
     let work_dir = std::fs::canonicalize(&data.data_dir)?.join("sessions");
-    let ctx = runtime::Context::new(admission.clone(), open_cas(&data.data_dir)?, Config::new(base, work_dir));
+    let config = Config { lease_ttl: lease, ..Config::new(base, work_dir) };
+    let ctx = runtime::Context::new(admission.clone(), open_cas(&data.data_dir)?, config);
     eprintln!("running {} graph(s): {}", graphs.len(), names(&graphs));
     let rt = Runtime::start(ctx);
     let finished = follow(&admission, &graphs, start_seq, timeout).await;

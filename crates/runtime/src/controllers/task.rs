@@ -125,7 +125,7 @@ impl Reconciler for Tasks {
         sessions.sort_by_key(|s| (s.spec.attempt, s.resource.metadata.name.clone()));
         let producers: Vec<&Session> = sessions.iter().filter(|s| s.spec.role == SessionRole::Producer).collect();
         let Some(last) = producers.last().copied() else {
-            return self.produce(&task, &t, 1, t.inputs.clone(), 0).await;
+            return self.produce(&task, &t, 1, t.inputs.clone(), 0, &sessions).await;
         };
         let failed = producers.iter().filter(|p| p.phase() == Some(SessionPhase::Failed)).count() as u32;
         let rejected = producers.iter().filter(|p| p.phase() == Some(SessionPhase::Succeeded)).count() as u32;
@@ -154,7 +154,7 @@ impl Reconciler for Tasks {
                     .await?;
                     return Ok(Next::After((due - now).to_std().unwrap_or_default()));
                 }
-                self.produce(&task, &t, last.spec.attempt + 1, last.spec.inputs.clone(), rejected).await
+                self.produce(&task, &t, last.spec.attempt + 1, last.spec.inputs.clone(), rejected, &sessions).await
             }
             Some(SessionPhase::Declined) => self.declined(&task, last, &sessions).await,
             Some(SessionPhase::Succeeded) => self.review(&task, &t, last, &sessions, rejected).await,
@@ -206,6 +206,7 @@ impl Tasks {
         attempt: u32,
         inputs: Vec<ArtifactInput>,
         rejected: u32,
+        sessions: &[Session],
     ) -> Result<Next> {
         let key = task.key();
         let ns = key.namespace.as_str();
@@ -218,7 +219,7 @@ impl Tasks {
         }
         if candidates.is_empty() {
             let m = "no Agent with role Task matches the step's agentSelector".to_string();
-            return self.set(&key, TaskPhase::Blocked, Some("NoEligibleAgent"), Some(m), &[], |_| {}).await;
+            return self.set(&key, TaskPhase::Blocked, Some("NoEligibleAgent"), Some(m), sessions, |_| {}).await;
         }
         let Some((agent, agent_spec)) = self.with_capacity(ns, candidates).await? else {
             self.set(
@@ -466,7 +467,7 @@ impl Tasks {
                 });
             }
         }
-        self.produce(task, t, last.spec.attempt + 1, inputs, rejected_rounds).await
+        self.produce(task, t, last.spec.attempt + 1, inputs, rejected_rounds, sessions).await
     }
 
     /// What an orchestrator is given: the declined session's inputs and its decline.

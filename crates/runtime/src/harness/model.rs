@@ -151,6 +151,11 @@ impl ModelLoop {
             serde_json::from_value(v).map_err(|e| format!("invalid arguments for `{}`: {e}", call.name))
         };
         let args = call.arguments.clone();
+        let offered = |name: &str| self.request.tools.iter().any(|t| t.name == name);
+        if !offered(&call.name) {
+            let error = format!("`{}` is not one of the tools offered to this session", call.name);
+            return self.answer(&call.id, error, true);
+        }
         let parsed = match call.name.as_str() {
             "submit_artifact" => as_message("artifact", args),
             "submit_verdict" => as_message("verdict", args),

@@ -1,0 +1,135 @@
+//! Governed work items per second: Nodes whose one step is done by a scripted model, reviewed by
+//! another (independent) scripted model, both reflecting, all through admission, the
+//! controllers, the CAS and the audit chain of an embedded SQLite store. The baseline is the
+//! floor under it: the same event rows the run wrote, inserted with plain SQL one per
+//! transaction (every r5e write is its own durable transaction too).
+
+use std::cell::Cell;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use admission::{Admission, Identity};
+use anyhow::{Result, bail};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use storage::{Cas, FsCas, Store};
+use storage_sqlite::SqliteBackend;
+
+use crate::Args;
+use crate::events::{events_per_sec, sealed_rows};
+use crate::raw;
+use crate::report::{Report, Row, median};
+
+fn manifest(kind: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "r5e.ai/v1alpha1", "kind": kind, "metadata": {"name": name, "namespace": "bench"}, "spec": spec})
+}
+
+fn scripted(model: &str, calls: Value) -> Value {
+    json!({"type": "model", "model": {"provider": "scripted", "model": model,
+           "script": [{"toolCalls": calls}, {"text": "done"}]}})
+}
+
+fn reflect() -> Value {
+    json!({"name": "reflect", "arguments": {"wentWell": "fast", "wentBadly": "nothing", "couldImprove": "nothing"}})
+}
+
+/// The agents and `n` Nodes of one run, applied before the clock starts.
+async fn setup(admission: &Admission, n: usize) -> Result<()> {
+    let who = Identity::user("bench", &["admins"]);
+    let writer = scripted(
+        "writer-v1",
+        json!([{"name": "submit_artifact", "arguments": {"name": "out.txt", "content": "the work"}}, reflect()]),
+    );
+    let reviewer =
+        scripted("reviewer-v1", json!([{"name": "submit_verdict", "arguments": {"verdict": "Approve"}}, reflect()]));
+    let mut docs = vec![
+        manifest("Harness", "writer", writer),
+        manifest("Harness", "reviewer", reviewer),
+        manifest(
+            "Agent",
+            "writer",
+            json!({"role": "Task", "harnessRef": {"name": "writer"}, "maxConcurrentSessions": 64}),
+        ),
+        manifest(
+            "Agent",
+            "reviewer",
+            json!({"role": "Reviewer", "harnessRef": {"name": "reviewer"}, "maxConcurrentSessions": 64}),
+        ),
+        manifest("Graph", "g", json!({"authority": {"capabilities": ["work"]}})),
+    ];
+    for i in 0..n {
+        docs.push(manifest("Node", &format!("n{i}"), json!({"graphRef": {"name": "g"}, "description": "do it"})));
+    }
+    for d in docs {
+        admission.create(&who, d).await?;
+    }
+    Ok(())
+}
+
+/// Run the work of `n` Nodes to completion; returns the time taken and the store.
+async fn one_run(dir: &Path, n: usize) -> Result<(Duration, Store)> {
+    std::fs::create_dir_all(dir)?;
+    let store = Store::open(Arc::new(SqliteBackend::open(&dir.join("r5e.db")).await?)).await?;
+    let admission = Arc::new(Admission::new(store.clone()));
+    setup(&admission, n).await?;
+    let cas = Cas::new(Arc::new(FsCas::open(dir)?));
+    let config = runtime::Config::new(dir.to_path_buf(), dir.join("sessions"));
+    let ctx = runtime::Context::new(admission, cas, config);
+    let after = store.events.head().await?.seq;
+    let mut events = store.events.stream(after);
+    let start = Instant::now();
+    let rt = runtime::Runtime::start(ctx);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await else {
+            bail!("the work did not finish within 600 s");
+        };
+        let object = &event?.data["object"];
+        if object["kind"] == "Graph" {
+            match object["status"]["phase"].as_str() {
+                Some("Succeeded") => break,
+                Some("Failed" | "Blocked") => bail!("the benchmark work ended {}", object["status"]),
+                _ => {}
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    rt.stop().await;
+    Ok((elapsed, store))
+}
+
+pub async fn run(args: &Args, dir: &Path, report: &mut Report) -> Result<()> {
+    eprintln!("governed work items (SQLite, scripted provider)");
+    let n = args.work_items;
+    let rows = Cell::new(Vec::new());
+    let written = Cell::new(0usize);
+    let ours = median(args.runs.min(3), |i| {
+        let dir = dir.join(format!("work-{i}"));
+        let (rows, written) = (&rows, &written);
+        async move {
+            let (t, store) = one_run(&dir, n).await?;
+            let all = sealed_rows(&store).await?;
+            let setup_events = all.iter().position(|r| r.1 == "resource.updated").unwrap_or(0);
+            written.set(all.len() - setup_events);
+            rows.set(all[setup_events..].to_vec());
+            Ok(t)
+        }
+    })
+    .await?;
+    let rows = rows.into_inner();
+    let baseline = median(args.runs, |i| {
+        let path = dir.join(format!("work-raw-{i}.db"));
+        let rows = &rows;
+        async move { raw::sqlite_insert(&path, rows, 1).await }
+    })
+    .await?;
+    report.add(Row {
+        what: format!("governed work items ({n} Nodes: task, session, artifact, independent review, 2 reflections)"),
+        unit: "items/s",
+        ours: events_per_sec(n, ours),
+        baseline_name: format!("plain SQLite insert of the {} event rows they wrote, 1 per transaction", written.get()),
+        baseline: events_per_sec(n, baseline),
+    });
+    Ok(())
+}
