@@ -30,6 +30,9 @@ struct Args {
     /// Nodes in the governed work benchmark.
     #[arg(long, default_value_t = 200)]
     work_items: usize,
+    /// Run only the governed work benchmark.
+    #[arg(long)]
+    work_only: bool,
     /// Skip the largest cases (the 256 MiB blob, 1M resources) for a quick run.
     #[arg(long)]
     quick: bool,
@@ -75,6 +78,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let pg = postgres(&args);
     let mut report = report::Report::default();
+    if args.work_only {
+        work::run(&args, scratch.path(), &mut report).await?;
+        report.print();
+        return Ok(());
+    }
     events::sqlite(&args, scratch.path(), &mut report).await?;
     match &pg {
         Some(admin) => {

@@ -46,15 +46,18 @@ async fn setup(admission: &Admission, n: usize) -> Result<()> {
     let mut docs = vec![
         manifest("Harness", "writer", writer),
         manifest("Harness", "reviewer", reviewer),
+        // Scripted models stand in for two different providers, so the review is independent.
         manifest(
             "Agent",
             "writer",
-            json!({"role": "Task", "harnessRef": {"name": "writer"}, "maxConcurrentSessions": 64}),
+            json!({"role": "Task", "harnessRef": {"name": "writer"}, "maxConcurrentSessions": 64,
+                   "capabilities": ["work"], "model": {"provider": "sim-a", "name": "writer-v1"}}),
         ),
         manifest(
             "Agent",
             "reviewer",
-            json!({"role": "Reviewer", "harnessRef": {"name": "reviewer"}, "maxConcurrentSessions": 64}),
+            json!({"role": "Reviewer", "harnessRef": {"name": "reviewer"}, "maxConcurrentSessions": 64,
+                   "model": {"provider": "sim-b", "name": "reviewer-v1"}}),
         ),
         manifest("Graph", "g", json!({"authority": {"capabilities": ["work"]}})),
     ];
@@ -89,7 +92,10 @@ async fn one_run(dir: &Path, n: usize) -> Result<(Duration, Store)> {
         if object["kind"] == "Graph" {
             match object["status"]["phase"].as_str() {
                 Some("Succeeded") => break,
-                Some("Failed" | "Blocked") => bail!("the benchmark work ended {}", object["status"]),
+                Some("Failed" | "Blocked") => {
+                    let n0 = store.graph.get(&domain::ObjectKey::new("Node", "bench", "n0")).await?;
+                    bail!("the benchmark work ended {}; n0: {}", object["status"], n0.status)
+                }
                 _ => {}
             }
         }

@@ -60,7 +60,7 @@ impl Config {
             work_dir,
             lease_ttl: Duration::from_secs(30),
             resync: Duration::from_secs(30),
-            session_workers: 16,
+            session_workers: 64,
             holder: format!("r5e-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
         }
     }

@@ -98,7 +98,7 @@ async fn run_inner(ctx: &Arc<Context>, key: &ObjectKey) -> crate::Result<()> {
     let deadline = tokio::time::Instant::now() + loaded.timeout;
     let first = HostMessage::Session(Box::new(loaded.envelope.clone()));
     record.note("in", &serde_json::to_value(&first).unwrap_or_default());
-    let mut alive = match harness.send(&first).await {
+    let alive = match harness.send(&first).await {
         Ok(()) => converse(ctx, &loaded, &identity, harness.as_mut(), &mut record, deadline).await,
         Err(f) => {
             record.fault = Some(f.to_string());
@@ -110,10 +110,9 @@ async fn run_inner(ctx: &Arc<Context>, key: &ObjectKey) -> crate::Result<()> {
         record.note("in", &serde_json::to_value(&ask).unwrap_or_default());
         if harness.send(&ask).await.is_ok() {
             let wait = (tokio::time::Instant::now() + REFLECT_WAIT).min(deadline);
-            alive = converse(ctx, &loaded, &identity, harness.as_mut(), &mut record, wait).await;
+            converse(ctx, &loaded, &identity, harness.as_mut(), &mut record, wait).await;
         }
     }
-    let _ = alive;
     let ended = harness.finish().await;
     record.note("note", &json!({"harness": ended}));
     for (name, amount) in harness.usage() {
@@ -734,13 +733,46 @@ fn start_harness(ctx: &Context, loaded: &Loaded) -> Result<Box<dyn Harness>, Fau
     }
 }
 
-/// Whether `agent` can state the model identity a session records (from its spec, or its model
-/// harness).
+/// The model identity a session of `agent` records. A `model` harness calling a real provider
+/// decides it (whatever the Agent claims); a `scripted` one stands in for a model, so the
+/// Agent's `model` names which (falling back to `scripted/<model>`); for a `command` harness r5e
+/// cannot see the model, and the Agent's `model` is what is recorded.
 pub fn model_of(agent: &AgentSpec, harness: &HarnessSpec) -> Option<domain::kinds::agents::ModelIdentity> {
-    if let Some(m) = &agent.model {
-        return Some(m.clone());
+    let own = || {
+        let m = harness.model.as_ref()?;
+        let provider = serde_json::to_value(m.provider).ok()?.as_str()?.to_string();
+        Some(domain::kinds::agents::ModelIdentity { provider, name: m.model.clone(), version: None })
+    };
+    match (harness.type_, harness.model.as_ref().map(|m| m.provider)) {
+        (HarnessType::Model, Some(ModelProvider::Openai | ModelProvider::Anthropic)) => own(),
+        (HarnessType::Model, _) => agent.model.clone().or_else(own),
+        (HarnessType::Command, _) => agent.model.clone(),
     }
-    let m = harness.model.as_ref()?;
-    let provider = serde_json::to_value(m.provider).ok()?.as_str()?.to_string();
-    Some(domain::kinds::agents::ModelIdentity { provider, name: m.model.clone(), version: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::kinds::agents::{ModelHarness, ModelIdentity};
+
+    fn identity(provider: &str, name: &str) -> ModelIdentity {
+        ModelIdentity { provider: provider.into(), name: name.into(), version: None }
+    }
+
+    #[test]
+    fn a_real_provider_decides_the_model_identity_whatever_the_agent_claims() {
+        let claims = AgentSpec { model: Some(identity("anthropic", "claude")), ..Default::default() };
+        let harness = |provider| HarnessSpec {
+            type_: HarnessType::Model,
+            model: Some(ModelHarness { provider, model: "m1".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        assert_eq!(model_of(&claims, &harness(ModelProvider::Openai)), Some(identity("openai", "m1")));
+        assert_eq!(model_of(&claims, &harness(ModelProvider::Scripted)), Some(identity("anthropic", "claude")));
+        let silent = AgentSpec::default();
+        assert_eq!(model_of(&silent, &harness(ModelProvider::Scripted)), Some(identity("scripted", "m1")));
+        let command = HarnessSpec::default();
+        assert_eq!(model_of(&silent, &command), None);
+        assert_eq!(model_of(&claims, &command), Some(identity("anthropic", "claude")));
+    }
 }

@@ -28,6 +28,10 @@ impl Reconciler for Nodes {
         "Node"
     }
 
+    fn workers(&self) -> usize {
+        8
+    }
+
     async fn wakes(&self, changed: &Resource) -> Vec<ObjectKey> {
         let ns = changed.metadata.namespace.clone().unwrap_or_default();
         match changed.kind.as_str() {

@@ -25,7 +25,7 @@ impl Reconciler for Sessions {
     }
 
     fn workers(&self) -> usize {
-        2
+        8
     }
 
     async fn wakes(&self, changed: &Resource) -> Vec<ObjectKey> {

@@ -82,7 +82,7 @@ impl Reconciler for Tasks {
     }
 
     fn workers(&self) -> usize {
-        4
+        16
     }
 
     async fn wakes(&self, changed: &Resource) -> Vec<ObjectKey> {
@@ -130,7 +130,10 @@ impl Reconciler for Tasks {
         let failed = producers.iter().filter(|p| p.phase() == Some(SessionPhase::Failed)).count() as u32;
         let rejected = producers.iter().filter(|p| p.phase() == Some(SessionPhase::Succeeded)).count() as u32;
         match last.phase() {
-            p if in_flight(p) => self.set(key, TaskPhase::Running, None, None, &sessions, |_| {}).await,
+            p if in_flight(p) => {
+                let m = format!("attempt {} by agent {}", last.spec.attempt, last.spec.agent_ref.name);
+                self.set(key, TaskPhase::Running, None, Some(m), &sessions, |_| {}).await
+            }
             Some(SessionPhase::Degraded) => {
                 let m = format!("session {} could not be restored after a crash and was not re-run", last.name());
                 self.set(key, TaskPhase::Blocked, Some("SessionDegraded"), Some(m), &sessions, |_| {}).await
