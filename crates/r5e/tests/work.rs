@@ -359,3 +359,51 @@ spec: {{role: Task, harnessRef: {{name: stuck}}, model: {{provider: test, name: 
     let starts = std::fs::read_to_string(&marker).unwrap_or_default();
     assert_eq!(starts.lines().count(), 1, "the harness was started {} times", starts.lines().count());
 }
+
+#[test]
+fn a_draft_rejected_in_every_round_fails_the_task() {
+    let work = docs(&[
+        GRAPH.to_string(),
+        agent("careless", "Task", "incomplete.py", "test-a", "[notes.write]"),
+        workflow("w", "careless", "reviewer"),
+        node("n", "w", CHANGES),
+    ]);
+    let (dir, root) = scenario(&work);
+    let out = run(dir.path(), &root);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("task n-write failed: the output was rejected in 2 review round(s)"), "{stdout}");
+    assert!(stdout.contains("reviews:     0 approving, 2 rejecting; outputs 0 approved, 2 rejected"), "{stdout}");
+    // The second attempt was given the rejected draft and the review that rejected it.
+    let created = audit_log(dir.path(), "resource.created");
+    let second = created.lines().find(|l| l.contains("AgentSession/default/n-write-a2\"")).expect("a second attempt");
+    assert!(
+        second.contains("rejected:n-write-a1-out-1") && second.contains("review:n-write-a1-review-1-verdict"),
+        "{second}"
+    );
+}
+
+#[test]
+fn a_task_agent_cannot_delegate_and_guidelines_are_recorded_by_digest() {
+    let work = docs(&[
+        GRAPH.to_string(),
+        agent("delegator", "Task", "delegator.py", "test-a", "[notes.write]"),
+        workflow("w", "delegator", "reviewer"),
+        node("n", "w", CHANGES),
+    ]);
+    let (dir, root) = scenario(&work);
+    let out = run(dir.path(), &root);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("n-write-a1: only an orchestrating session may create Nodes: a task agent declines with NeedsSplitting instead"),
+        "{stdout}"
+    );
+    let created = audit_log(dir.path(), "resource.created");
+    assert!(!created.contains("Node/default/someone-else"), "{created}");
+    // The Graph's guideline was given by digest, and the digest is on the session.
+    let house_style = "Use the active voice. Start each line with what changed for the user. No trailing periods.";
+    let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(house_style.as_bytes())));
+    let session = created.lines().find(|l| l.contains("AgentSession/default/n-write-a1\"")).unwrap();
+    assert!(session.contains(&format!("\"guidelineDigests\":[\"{digest}\"]")), "{session}");
+}
