@@ -102,6 +102,13 @@ async fn one_run(dir: &Path, n: usize) -> Result<(Duration, Store)> {
     }
     let elapsed = start.elapsed();
     rt.stop().await;
+    let stats = store.events.stats();
+    eprintln!(
+        "  {} events in {} commits ({:.1} a commit)",
+        stats.entries,
+        stats.batches,
+        stats.entries as f64 / stats.batches.max(1) as f64
+    );
     Ok((elapsed, store))
 }
 

@@ -288,11 +288,14 @@ fn harnesses_that_crash_hang_or_print_garbage_fail_with_clear_reasons() {
 
 #[test]
 fn tool_calls_beyond_the_session_authority_are_refused_and_audited() {
+    // The step names only word-count, and the agent may write notes but not analyse text
+    // (word-count needs text.analyse).
+    let step = workflow("w", "overreacher", "reviewer")
+        .replace("      agentSelector:", "      toolRefs: [{name: word-count}]\n      agentSelector:");
     let work = docs(&[
         GRAPH.to_string(),
-        // May write notes but not analyse text: word-count needs text.analyse.
         agent("overreacher", "Task", "overreach.py", "test-a", "[notes.write]"),
-        workflow("w", "overreacher", "reviewer"),
+        step,
         node("n", "w", CHANGES),
     ]);
     let (dir, root) = scenario(&work);
@@ -302,7 +305,7 @@ fn tool_calls_beyond_the_session_authority_are_refused_and_audited() {
     assert!(stdout.contains("tool calls:  0 allowed, 2 refused"), "{stdout}");
     let calls = audit_log(dir.path(), "tool.call");
     assert!(calls.contains("does not hold the capability `text.analyse`"), "{calls}");
-    assert!(calls.contains("there is no Tool/default/deploy"), "{calls}");
+    assert!(calls.contains("the Workflow step names the Tools word-count, not `deploy`"), "{calls}");
     assert!(calls.contains("\"actor\":\"session:default/n-write-a1\""), "{calls}");
 }
 

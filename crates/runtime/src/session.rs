@@ -40,6 +40,8 @@ struct Loaded {
     harness: HarnessSpec,
     envelope: Envelope,
     timeout: Duration,
+    /// The Tools the Workflow step names, when it names any: only these may be called.
+    step_tools: Option<Vec<String>>,
 }
 
 /// What the harness produced, as it went.
@@ -206,7 +208,12 @@ async fn handle(
     let key = loaded.session.key();
     match message {
         AgentMessage::ToolCall { id, tool, arguments } => {
-            let caller = Caller { identity, session: &key, authority: &loaded.spec.authority };
+            let caller = Caller {
+                identity,
+                session: &key,
+                authority: &loaded.spec.authority,
+                step_tools: loaded.step_tools.as_deref(),
+            };
             Ok(Some(tools::call(ctx, &caller, &mut record.tool_calls, &id, &tool, &arguments).await))
         }
         AgentMessage::Artifact { name, media_type, content, content_base64 } => {
@@ -602,6 +609,10 @@ async fn load(ctx: &Context, key: &ObjectKey) -> Result<Loaded, String> {
     let guidelines = guidelines(ctx, ns, &s.guideline_digests).await?;
     let now = Utc::now();
     let mut tools = Vec::new();
+    let step_tools: Option<Vec<String>> = step
+        .as_ref()
+        .filter(|st| !st.tool_refs.is_empty())
+        .map(|st| st.tool_refs.iter().map(|t| t.name.clone()).collect());
     let declared: Vec<Resource> = match step.as_ref().filter(|st| !st.tool_refs.is_empty()) {
         Some(st) => {
             let mut out = Vec::new();
@@ -658,7 +669,7 @@ async fn load(ctx: &Context, key: &ObjectKey) -> Result<Loaded, String> {
         review,
         workspace: workspace.display().to_string(),
     };
-    Ok(Loaded { session, spec: s, task_spec, harness, envelope, timeout })
+    Ok(Loaded { session, spec: s, task_spec, harness, envelope, timeout, step_tools })
 }
 
 async fn document(ctx: &Context, name: &str, digest: &Digest, media_type: &str) -> Result<Document, String> {

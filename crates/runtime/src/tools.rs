@@ -1,4 +1,5 @@
-//! Tool calls: every call a session makes is checked, in order, against the Tool's existence,
+//! Tool calls: every call a session makes is checked, in order, against its Workflow step's
+//! `toolRefs` (when the step names any), the Tool's existence,
 //! the session's capabilities (and expiry), its `tool_calls` budget, the Cedar policy
 //! (`call_tool`, recorded as an admission decision) and the Tool's input schema; only then is
 //! the Tool's program run, with the arguments as JSON on stdin. Allowed or not, each call is a
@@ -33,6 +34,8 @@ pub struct Caller<'a> {
     pub session: &'a ObjectKey,
     /// Exactly the authority it holds.
     pub authority: &'a Authority,
+    /// The Tools its Workflow step names, if it names any: no other may be called.
+    pub step_tools: Option<&'a [String]>,
 }
 
 /// Make one call and answer it; `spent` is the session's `tool_calls` so far, raised when the
@@ -87,6 +90,11 @@ async fn checked_run(
     key: &ObjectKey,
     args: &Value,
 ) -> Result<Value, String> {
+    if let Some(named) = caller.step_tools
+        && !named.iter().any(|t| *t == key.name)
+    {
+        return Err(format!("the Workflow step names the Tools {}, not `{}`", named.join(", "), key.name));
+    }
     let tool = ctx.get(key).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("there is no {key}"))?;
     let spec: ToolSpec = spec(&tool).map_err(|e| e.to_string())?;
     let now = Utc::now();
