@@ -91,7 +91,7 @@ async fn checked_run(
     args: &Value,
 ) -> Result<Value, String> {
     if let Some(named) = caller.step_tools
-        && !named.iter().any(|t| *t == key.name)
+        && !named.contains(&key.name)
     {
         return Err(format!("the Workflow step names the Tools {}, not `{}`", named.join(", "), key.name));
     }
