@@ -187,6 +187,21 @@ fn a_reviewer_that_is_not_independent_leaves_the_task_blocked() {
         "{stdout}"
     );
     assert!(stdout.contains("outputs 0 approved"), "nothing advanced: {stdout}");
+    // An independent reviewer arrives: the same run, again, finishes the work.
+    std::fs::write(
+        root.join("30-fresh-eyes.yaml"),
+        "apiVersion: r5e.ai/v1alpha1
+kind: Agent
+metadata: {name: fresh-eyes, labels: {r5e.ai/role: same-provider-reviewer}}
+spec: {role: Reviewer, harnessRef: {name: python-reviewer}, model: {provider: elsewhere, name: checker-2}}
+",
+    )
+    .unwrap();
+    let again = run(dir.path(), &root);
+    let stdout = text(&again.stdout);
+    assert!(again.status.success(), "{stdout}\n{}", text(&again.stderr));
+    assert!(stdout.contains("graph g: Succeeded"), "{stdout}");
+    assert!(stdout.contains("outputs 1 approved"), "{stdout}");
 }
 
 #[test]

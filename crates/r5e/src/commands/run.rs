@@ -5,7 +5,7 @@
 //! stderr, and print a summary: the work, the sessions, the reviews and reflections, and the
 //! verified audit chain. Exits non-zero if the work or the governance failed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -117,24 +117,31 @@ async fn apply(admission: &Admission, manifests: Vec<manifests::Manifest>, place
     Ok(())
 }
 
-/// Show progress from the event log until every Graph is Succeeded, Failed or Blocked (true),
-/// or `timeout` passes (false).
+/// How long the log must stay quiet before Graphs that are Blocked count as finished (Blocked
+/// waits on something outside the run, such as a missing Agent, but may also clear by itself
+/// as the controllers catch up).
+const QUIET: Duration = Duration::from_secs(2);
+
+/// Show progress from the event log until every Graph is Succeeded or Failed, or Blocked with
+/// nothing left happening (true), or `timeout` passes (false).
 async fn follow(admission: &Admission, graphs: &[ObjectKey], after: u64, timeout: Duration) -> Result<bool> {
     let began = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut phases: BTreeMap<ObjectKey, String> = BTreeMap::new();
-    let mut open: BTreeSet<ObjectKey> = graphs.iter().cloned().collect();
-    // Graphs already finished by an earlier run of the same manifests.
+    let mut open: BTreeMap<ObjectKey, Option<GraphPhase>> = BTreeMap::new();
     for g in graphs {
-        if let Ok(r) = admission.store().graph.get(g).await
-            && terminal(&r)
-        {
-            open.remove(g);
+        let phase = admission.store().graph.get(g).await.ok().and_then(|r| graph_phase(&r));
+        // Graphs finished by an earlier run of the same manifests stay finished.
+        if !matches!(phase, Some(GraphPhase::Succeeded | GraphPhase::Failed)) {
+            open.insert(g.clone(), phase);
         }
     }
     let mut events = admission.store().events.stream(after);
     while !open.is_empty() {
-        let event = match tokio::time::timeout_at(deadline, events.next()).await {
+        let all_blocked = open.values().all(|p| *p == Some(GraphPhase::Blocked));
+        let wait_until = if all_blocked { deadline.min(tokio::time::Instant::now() + QUIET) } else { deadline };
+        let event = match tokio::time::timeout_at(wait_until, events.next()).await {
+            Err(_) if all_blocked => return Ok(true),
             Err(_) => return Ok(false),
             Ok(None) => bail!("the event stream ended"),
             Ok(Some(e)) => e?,
@@ -143,6 +150,14 @@ async fn follow(admission: &Admission, graphs: &[ObjectKey], after: u64, timeout
         let Ok(r) = serde_json::from_value::<Resource>(object.clone()) else { continue };
         if !matches!(r.kind.as_str(), "Graph" | "Node" | "Task" | "AgentSession") {
             continue;
+        }
+        if r.kind == "Graph"
+            && let Some(slot) = open.get_mut(&r.key())
+        {
+            *slot = graph_phase(&r);
+            if matches!(*slot, Some(GraphPhase::Succeeded | GraphPhase::Failed)) {
+                open.remove(&r.key());
+            }
         }
         let phase = r.status.get("phase").and_then(|p| p.as_str()).unwrap_or_default().to_string();
         if phase.is_empty() || phases.get(&r.key()) == Some(&phase) {
@@ -157,16 +172,12 @@ async fn follow(admission: &Admission, graphs: &[ObjectKey], after: u64, timeout
             phase,
             detail(&r)
         );
-        if r.kind == "Graph" && terminal(&r) {
-            open.remove(&r.key());
-        }
     }
     Ok(true)
 }
 
-fn terminal(graph: &Resource) -> bool {
-    let s: GraphStatus = serde_json::from_value(graph.status.clone()).unwrap_or_default();
-    matches!(s.phase, Some(GraphPhase::Succeeded | GraphPhase::Failed | GraphPhase::Blocked))
+fn graph_phase(graph: &Resource) -> Option<GraphPhase> {
+    serde_json::from_value::<GraphStatus>(graph.status.clone()).ok().and_then(|s| s.phase)
 }
 
 /// A few words on what a progress line is about.

@@ -363,6 +363,10 @@ impl Tasks {
                 outputs.push((a, s));
             }
         }
+        if outputs.is_empty() {
+            let m = format!("session {} succeeded without an output Artifact to review", last.name());
+            return self.set(&key, TaskPhase::Blocked, Some("NoOutput"), Some(m), sessions, |_| {}).await;
+        }
         let mut pending = false;
         let mut approved = Vec::new();
         let mut rejections = Vec::new();
@@ -436,14 +440,21 @@ impl Tasks {
                 verdict,
                 digest: a.digest,
             };
-            self.ctx
+            let marked = self
+                .ctx
                 .patch_status::<ArtifactStatus, _>(&artifact.key(), |_, s| {
                     s.review = Some(state);
                     if !s.reviews.contains(&record) {
                         s.reviews.push(record.clone());
                     }
                 })
-                .await?;
+                .await;
+            // Admission holds the approval to its rules; if it refuses, nothing advances.
+            if let Err(crate::Error::Admission(e @ admission::Error::Forbidden { .. })) = marked {
+                let m = format!("{} could not be marked {state:?}: {e}", artifact.metadata.name);
+                return self.set(&key, TaskPhase::Blocked, Some("ApprovalRefused"), Some(m), sessions, |_| {}).await;
+            }
+            marked?;
         }
         let outputs_refs: Vec<ObjectRef> = outputs.iter().map(|(a, _)| local_ref(&a.metadata.name)).collect();
         if rejections.is_empty() {
