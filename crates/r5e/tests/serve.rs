@@ -196,3 +196,28 @@ fn the_cli_drives_a_running_server_over_tls() {
     assert_eq!(denied.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&denied.stderr).contains("unknown bearer token (401 Unauthorized)"));
 }
+
+#[test]
+fn the_server_runs_the_work_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart").canonicalize().unwrap();
+    let _server = common::start_with(&data, false, &["--base-dir", examples.to_str().unwrap()]);
+    stdout(&r5e_in(&data, &["apply", "-f", examples.to_str().unwrap()]));
+    // Watch the Graph until the controllers in the server have done the work.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let graph = stdout(&r5e_in(&data, &["get", "graph", "release-notes", "-o", "json"]));
+        let graph: serde_json::Value = serde_json::from_str(&graph).unwrap();
+        match graph["status"]["phase"].as_str() {
+            Some("Succeeded") => break,
+            Some("Failed" | "Blocked") => panic!("the work ended {}", graph["status"]),
+            _ => assert!(std::time::Instant::now() < deadline, "no result in 60 s: {}", graph["status"]),
+        }
+        std::thread::yield_now();
+    }
+    let sessions = stdout(&r5e_in(&data, &["get", "agentsessions"]));
+    assert_eq!(sessions.lines().filter(|l| l.contains("Succeeded")).count(), 4, "{sessions}");
+    let artifacts = stdout(&r5e_in(&data, &["get", "artifacts", "-l", "r5e.ai/task=notes-write"]));
+    assert!(artifacts.contains("Approved"), "{artifacts}");
+}

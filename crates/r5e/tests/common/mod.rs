@@ -30,7 +30,13 @@ impl Server {
 /// Start `r5e serve` on a free port with `data` as its data directory, over TLS unless `plain`,
 /// without the execution plane (these tests look at the API alone).
 pub fn start(data: &Path, plain: bool) -> Server {
-    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--no-controllers", "--data-dir", data.to_str().unwrap()];
+    start_with(data, plain, &["--no-controllers"])
+}
+
+/// `start`, with more arguments for `r5e serve`.
+pub fn start_with(data: &Path, plain: bool, extra: &[&str]) -> Server {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
     if plain {
         args.push("--plain-http");
     }
