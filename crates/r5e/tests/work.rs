@@ -229,6 +229,8 @@ fn a_session_that_never_reflects_fails_visibly_and_one_that_reflects_when_asked_
         );
     }
     assert!(stdout.contains("reflections: 2 given, 3 missing"), "{stdout}");
+    let progress = text(&out.stderr);
+    assert!(progress.lines().any(|l| l.contains("asked-write-a1 ") && l.contains("Reflecting")), "{progress}");
     assert!(stdout.contains(" asked ") && stdout.contains("task never-write failed: 3 attempt(s) failed"), "{stdout}");
 }
 

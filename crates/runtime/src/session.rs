@@ -110,6 +110,7 @@ async fn run_inner(ctx: &Arc<Context>, key: &ObjectKey) -> crate::Result<()> {
     if alive && record.fault.is_none() && record.reflection.is_none() && record.outcome.is_some() {
         let ask = HostMessage::Reflect { reason: "the session ended without a reflection".into() };
         record.note("in", &serde_json::to_value(&ask).unwrap_or_default());
+        ctx.patch_status::<AgentSessionStatus, _>(key, |_, s| s.phase = Some(SessionPhase::Reflecting)).await?;
         if harness.send(&ask).await.is_ok() {
             let wait = (tokio::time::Instant::now() + REFLECT_WAIT).min(deadline);
             converse(ctx, &loaded, &identity, harness.as_mut(), &mut record, wait).await;
