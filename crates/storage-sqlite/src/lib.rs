@@ -83,75 +83,121 @@ async fn read_head(tx: &mut Tx) -> Result<ChainHead> {
     }
 }
 
-async fn stored_version(tx: &mut Tx, key: &ObjectKey) -> Result<Option<u64>> {
-    let rv: Option<i64> =
-        sqlx::query_scalar("SELECT resource_version FROM resources WHERE kind = $1 AND namespace = $2 AND name = $3")
-            .bind(&key.kind)
-            .bind(&key.namespace)
-            .bind(&key.name)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db)?;
-    Ok(rv.map(|v| v as u64))
+/// Rows per multi-row statement, well under SQLite's limit on bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// The stored resourceVersion of each of `keys` (`None`: absent), in one query per chunk.
+async fn stored_versions(tx: &mut Tx, keys: &[ObjectKey]) -> Result<HashMap<ObjectKey, Option<u64>>> {
+    let mut versions: HashMap<ObjectKey, Option<u64>> = keys.iter().map(|k| (k.clone(), None)).collect();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT kind, namespace, name, resource_version FROM resources WHERE (kind, namespace, name) IN (VALUES ",
+        );
+        let mut rows = q.separated(", ");
+        for k in chunk {
+            rows.push("(").push_bind_unseparated(&k.kind).push_unseparated(", ");
+            rows.push_bind_unseparated(&k.namespace).push_unseparated(", ").push_bind_unseparated(&k.name);
+            rows.push_unseparated(")");
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut **tx).await.map_err(db)? {
+            let key = ObjectKey { kind: row.get(0), namespace: row.get(1), name: row.get(2) };
+            versions.insert(key, Some(row.get::<i64, _>(3) as u64));
+        }
+    }
+    Ok(versions)
 }
 
-async fn delete_rows(tx: &mut Tx, key: &ObjectKey) -> Result<()> {
-    for sql in [
-        "DELETE FROM resources WHERE kind = $1 AND namespace = $2 AND name = $3",
-        "DELETE FROM labels WHERE kind = $1 AND namespace = $2 AND name = $3",
-        "DELETE FROM edges WHERE kind = $1 AND namespace = $2 AND name = $3",
-    ] {
-        sqlx::query(sql).bind(&key.kind).bind(&key.namespace).bind(&key.name).execute(&mut **tx).await.map_err(db)?;
+/// Remove the rows of `keys` from `table`, in one statement per chunk.
+async fn delete_keys(tx: &mut Tx, table: &str, keys: &[&ObjectKey]) -> Result<()> {
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} WHERE (kind, namespace, name) IN (VALUES "));
+        let mut rows = q.separated(", ");
+        for k in chunk {
+            rows.push("(").push_bind_unseparated(&k.kind).push_unseparated(", ");
+            rows.push_bind_unseparated(&k.namespace).push_unseparated(", ").push_bind_unseparated(&k.name);
+            rows.push_unseparated(")");
+        }
+        q.push(")");
+        q.build().execute(&mut **tx).await.map_err(db)?;
     }
     Ok(())
 }
 
-async fn write_rows(tx: &mut Tx, write: &Write) -> Result<()> {
-    match write {
-        Write::Remove { object } => delete_rows(tx, &object.key()).await,
-        Write::Put { object, references } => {
-            let key = object.key();
-            delete_rows(tx, &key).await?;
-            let body = serde_json::to_string(object).map_err(|e| Error::Invalid(e.to_string()))?;
-            sqlx::query("INSERT INTO resources (kind, namespace, name, uid, resource_version, body) VALUES ($1, $2, $3, $4, $5, $6)")
-                .bind(&key.kind)
-                .bind(&key.namespace)
-                .bind(&key.name)
-                .bind(object.metadata.uid.as_deref().unwrap_or_default())
-                .bind(object.resource_version().unwrap_or_default() as i64)
-                .bind(body)
-                .execute(&mut **tx)
-                .await
-                .map_err(db)?;
-            for (k, v) in &object.metadata.labels {
-                sqlx::query("INSERT INTO labels (kind, namespace, name, key, value) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(&key.kind)
-                    .bind(&key.namespace)
-                    .bind(&key.name)
-                    .bind(k)
-                    .bind(v)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(db)?;
-            }
-            for r in references {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO edges (kind, namespace, name, edge, to_kind, to_namespace, to_name) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&key.kind)
-                .bind(&key.namespace)
-                .bind(&key.name)
-                .bind(&r.edge)
-                .bind(&r.target.kind)
-                .bind(&r.target.namespace)
-                .bind(&r.target.name)
-                .execute(&mut **tx)
-                .await
-                .map_err(db)?;
-            }
-            Ok(())
+/// Insert `rows` into `insert` (`INSERT ... (columns) VALUES`), one statement per chunk, each row
+/// bound by `bind`.
+async fn insert_rows<T>(
+    tx: &mut Tx,
+    insert: &str,
+    rows: &[T],
+    bind: impl Fn(&mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, &T),
+) -> Result<()> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(insert);
+        q.push_values(chunk, |mut b, row| bind(&mut b, row));
+        q.build().execute(&mut **tx).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Write the graph rows of a batch: every key it touches loses its rows, then each key's final
+/// state (the last write to it in the batch) is inserted, with its labels and edges. A few
+/// multi-row statements per batch, however many entries it has.
+async fn write_graph_rows(tx: &mut Tx, prepared: &[storage::Prepared]) -> Result<()> {
+    let mut last: HashMap<ObjectKey, &Write> = HashMap::new();
+    let mut order: Vec<ObjectKey> = Vec::new();
+    for w in prepared.iter().filter_map(|p| p.write.as_ref()) {
+        let key = match w {
+            Write::Put { object, .. } | Write::Remove { object } => object.key(),
+        };
+        if last.insert(key.clone(), w).is_none() {
+            order.push(key);
         }
     }
+    if order.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&ObjectKey> = order.iter().collect();
+    for table in ["resources", "labels", "edges"] {
+        delete_keys(tx, table, &keys).await?;
+    }
+    let mut resources = Vec::new();
+    let mut labels = Vec::new();
+    let mut edges = Vec::new();
+    for key in &order {
+        let Write::Put { object, references } = last[key] else { continue };
+        let body = serde_json::to_string(object).map_err(|e| Error::Invalid(e.to_string()))?;
+        resources.push((key, object.metadata.uid.clone().unwrap_or_default(), object.resource_version(), body));
+        labels.extend(object.metadata.labels.iter().map(|(k, v)| (key, k, v)));
+        edges.extend(references.iter().map(|r| (key, r)));
+    }
+    insert_rows(
+        tx,
+        "INSERT INTO resources (kind, namespace, name, uid, resource_version, body) ",
+        &resources,
+        |b, (key, uid, version, body)| {
+            b.push_bind(key.kind.clone()).push_bind(key.namespace.clone()).push_bind(key.name.clone());
+            b.push_bind(uid.clone()).push_bind(version.unwrap_or_default() as i64).push_bind(body.clone());
+        },
+    )
+    .await?;
+    insert_rows(tx, "INSERT INTO labels (kind, namespace, name, key, value) ", &labels, |b, (key, k, v)| {
+        b.push_bind(key.kind.clone()).push_bind(key.namespace.clone()).push_bind(key.name.clone());
+        b.push_bind((*k).clone()).push_bind((*v).clone());
+    })
+    .await?;
+    insert_rows(
+        tx,
+        "INSERT OR IGNORE INTO edges (kind, namespace, name, edge, to_kind, to_namespace, to_name) ",
+        &edges,
+        |b, (key, r)| {
+            b.push_bind(key.kind.clone()).push_bind(key.namespace.clone()).push_bind(key.name.clone());
+            b.push_bind(r.edge.clone());
+            b.push_bind(r.target.kind.clone()).push_bind(r.target.namespace.clone()).push_bind(r.target.name.clone());
+        },
+    )
+    .await
 }
 
 fn parse_resource(body: &str) -> Result<Resource> {
@@ -163,27 +209,15 @@ impl LogBackend for SqliteBackend {
     async fn commit(&self, batch: Vec<Entry>) -> Result<Vec<Result<Committed>>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let head = read_head(&mut tx).await?;
-        let mut versions = HashMap::new();
-        for key in storage::mutated_keys(&batch) {
-            let v = stored_version(&mut tx, &key).await?;
-            versions.insert(key, v);
-        }
+        let versions = stored_versions(&mut tx, &storage::mutated_keys(&batch)).await?;
         let plan = storage::plan(head, batch, versions);
-        for p in &plan.prepared {
+        insert_rows(&mut tx, "INSERT INTO events (seq, type, subject, hash, body) ", &plan.prepared, |b, p| {
             let event = &p.sealed.event;
-            sqlx::query("INSERT INTO events (seq, type, subject, hash, body) VALUES ($1, $2, $3, $4, $5)")
-                .bind(event.seq as i64)
-                .bind(&event.type_)
-                .bind(&event.subject)
-                .bind(event.hash.to_string())
-                .bind(p.sealed.bytes.as_slice())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            if let Some(write) = &p.write {
-                write_rows(&mut tx, write).await?;
-            }
-        }
+            b.push_bind(event.seq as i64).push_bind(event.type_.clone()).push_bind(event.subject.clone());
+            b.push_bind(event.hash.to_string()).push_bind(p.sealed.bytes.clone());
+        })
+        .await?;
+        write_graph_rows(&mut tx, &plan.prepared).await?;
         tx.commit().await.map_err(db)?;
         Ok(plan.results)
     }
