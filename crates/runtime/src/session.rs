@@ -471,6 +471,7 @@ async fn end_with(
     let mut transcript_digest = None;
     if let Some(loaded) = loaded {
         let bytes = std::mem::take(&mut record.transcript);
+        let digest = Digest::of(&bytes);
         match store_artifact(
             ctx,
             loaded,
@@ -485,11 +486,7 @@ async fn end_with(
         .await
         {
             Ok(r) => {
-                transcript_digest = ctx
-                    .get(&ObjectKey::new("Artifact", &key.namespace, &r.name))
-                    .await?
-                    .and_then(|a| spec::<ArtifactSpec>(&a).ok())
-                    .map(|s| s.digest);
+                transcript_digest = Some(digest);
                 record.artifacts.push(r);
             }
             Err(e) => tracing::warn!(session = %key, error = %e, "the transcript could not be stored"),
