@@ -37,6 +37,11 @@ impl Reconciler for Nodes {
         match changed.kind.as_str() {
             "Node" => {
                 let mut keys = vec![changed.key()];
+                // Dependents care only once this Node has settled one way or another.
+                let phase = changed.status.get("phase").and_then(|p| p.as_str()).unwrap_or("Pending");
+                if matches!(phase, "Pending" | "Waiting" | "Running") {
+                    return keys;
+                }
                 let query = TraverseQuery {
                     direction: Direction::Incoming,
                     edges: vec!["spec.dependsOn".into()],
@@ -89,11 +94,16 @@ impl Reconciler for Nodes {
             let message = format!("waiting for {}", waiting_on.join(", "));
             return self.set(key, NodePhase::Waiting, None, &message, vec![]).await;
         }
-        let graph_key = ObjectKey::new("Graph", ns, &spec.graph_ref.name);
-        let graph = self.ctx.get(&graph_key).await?.ok_or_else(|| Error::Invalid(format!("{graph_key} is gone")))?;
         let authority = match &spec.authority {
             Some(a) => a.clone(),
-            None => crate::context::spec::<GraphSpec>(&graph)?.authority,
+            None => {
+                let graph_key = ObjectKey::new("Graph", ns, &spec.graph_ref.name);
+                let graph = self.ctx.get(&graph_key).await?;
+                crate::context::spec::<GraphSpec>(
+                    &graph.ok_or_else(|| Error::Invalid(format!("{graph_key} is gone")))?,
+                )?
+                .authority
+            }
         };
         let steps = match &spec.workflow_ref {
             Some(w) => {
