@@ -182,7 +182,8 @@ fn graph_phase(graph: &Resource) -> Option<GraphPhase> {
 
 /// A few words on what a progress line is about.
 fn detail(r: &Resource) -> String {
-    let s = |p: &str| r.pointer_str(p);
+    let whole = r.to_value();
+    let s = |p: &str| whole.pointer(p).and_then(|v| v.as_str()).unwrap_or_default().to_string();
     match r.kind.as_str() {
         "AgentSession" => {
             let mut d = format!("{} by {}", s("/spec/role").to_lowercase(), s("/spec/agentRef/name"));
@@ -198,19 +199,5 @@ fn detail(r: &Resource) -> String {
             format!("{}/{} nodes succeeded", n("succeeded"), n("total"))
         }
         _ => String::new(),
-    }
-}
-
-trait PointerStr {
-    fn pointer_str(&self, p: &str) -> String;
-}
-
-impl PointerStr for Resource {
-    fn pointer_str(&self, p: &str) -> String {
-        let (root, rest) = match p.strip_prefix("/spec") {
-            Some(rest) => (&self.spec, rest),
-            None => (&self.status, p.strip_prefix("/status").unwrap_or(p)),
-        };
-        root.pointer(rest).and_then(|v| v.as_str()).unwrap_or_default().to_string()
     }
 }
