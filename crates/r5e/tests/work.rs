@@ -427,3 +427,22 @@ fn a_task_agent_cannot_delegate_and_guidelines_are_recorded_by_digest() {
     let session = created.lines().find(|l| l.contains("AgentSession/default/n-write-a1\"")).unwrap();
     assert!(session.contains(&format!("\"guidelineDigests\":[\"{digest}\"]")), "{session}");
 }
+
+#[test]
+fn tool_calls_are_held_to_the_input_schema_and_the_call_budget() {
+    // The Graph's authority allows 10 tool calls.
+    let work = docs(&[
+        GRAPH.to_string(),
+        agent("spender", "Task", "spender.py", "test-a", "[notes.write, text.analyse]"),
+        workflow("w", "spender", "reviewer"),
+        node("n", "w", CHANGES),
+    ]);
+    let (dir, root) = scenario(&work);
+    let out = run(dir.path(), &root);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("tool calls:  10 allowed, 2 refused"), "{stdout}");
+    let calls = audit_log(dir.path(), "tool.call");
+    assert!(calls.contains("the arguments do not match Tool/default/word-count's input schema"), "{calls}");
+    assert!(calls.contains("budget `tool_calls` of 11 exceeds"), "{calls}");
+}
