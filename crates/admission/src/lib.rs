@@ -35,6 +35,9 @@ pub use identity::Identity;
 /// The stage that refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// The request itself could not be carried out (a JSON patch whose `test` failed, or that
+    /// does not apply), before any resource was formed.
+    Request,
     /// Schema validation.
     Schema,
     /// Reference preflight and authority narrowing.
@@ -48,6 +51,7 @@ pub enum Stage {
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Stage::Request => "request",
             Stage::Schema => "schema",
             Stage::Refs => "refs",
             Stage::Policy => "policy",
@@ -158,22 +162,65 @@ impl Admission {
         self.write(who, Operation::Delete, current.to_value(), expected).await
     }
 
-    /// Decide a read (`get`, `list`, `watch`) of `target` by policy and the identity gate. A refusal
-    /// is recorded as a decision; an allowed read is not (reads are too frequent to log, and change
-    /// nothing). For `list` and `watch`, `target` has an empty name.
-    pub async fn authorize_read(
+    /// Decide a request on what it names (the action, kind, namespace and name of `target`; an
+    /// empty name for `list` and `watch`) by the identity gate and policy, before anything stored
+    /// is read or anything sent is applied. Reads (`get`, `list`, `watch`) must be permitted
+    /// outright; a write passes when a permit that applies depends on the object, because its
+    /// admission decides it again on the object. A refusal is recorded as a decision, and so is a
+    /// break-glass; an ordinary allowed request is not (reads are too frequent to log, and an
+    /// allowed write is recorded when it is admitted).
+    pub async fn authorize_request(
         &self,
         who: &Identity,
         action: policy::Action,
         target: &ObjectKey,
     ) -> Result<(), Error> {
         let set = self.policies.current(&self.store).await;
-        let outcome = stages::authorize_read(&set, who, action, target);
-        if let Err((error, policies)) = &outcome {
-            let record = decision_record(who, action.as_str(), target, Err(error), policies, set.digest());
-            self.store.events.append(record).await?;
+        match stages::authorize_request(&set, who, action, target) {
+            Ok(allowed) => {
+                if allowed.break_glass.is_some() {
+                    let mut record =
+                        decision_record(who, action.as_str(), target, Ok(()), &allowed.policies, set.digest());
+                    record.data["break_glass"] = json!({"overridden": allowed.break_glass});
+                    self.store.events.append(record).await?;
+                }
+                Ok(())
+            }
+            Err((error, policies)) => {
+                let record = decision_record(who, action.as_str(), target, Err(&error), &policies, set.digest());
+                self.store.events.append(record).await?;
+                Err(error)
+            }
         }
-        outcome.map_err(|(e, _)| e)
+    }
+
+    /// Whether `who` may read the resource at `key`, decided as [`Admission::authorize_request`]
+    /// decides a `get`, without recording anything (to choose what a response may show).
+    pub async fn may_read(&self, who: &Identity, key: &ObjectKey) -> bool {
+        self.check_request(who, policy::Action::Get, key).await.is_ok()
+    }
+
+    /// The digest of the policy set in force.
+    pub async fn policy_set(&self) -> Digest {
+        self.policies.current(&self.store).await.digest()
+    }
+
+    /// [`Admission::authorize_request`] without recording anything: what it would decide (for
+    /// explaining a decision).
+    pub async fn check_request(&self, who: &Identity, action: policy::Action, key: &ObjectKey) -> Result<(), Error> {
+        let set = self.policies.current(&self.store).await;
+        stages::authorize_request(&set, who, action, key).map(|_| ()).map_err(|(e, _)| e)
+    }
+
+    /// Record that a request by `who` to `action` `target` was refused with `error` before
+    /// admission could see a resource (a JSON patch whose `test` failed, say), and return it.
+    pub async fn refuse(&self, who: &Identity, action: policy::Action, target: &ObjectKey, error: Error) -> Error {
+        let set = self.policies.current(&self.store).await;
+        let record = decision_record(who, action.as_str(), target, Err(&error), &[], set.digest());
+        match self.store.events.append(record).await {
+            Ok(_) => error,
+            Err(e) => e.into(),
+        }
     }
 
     /// Policy and identity for `action` (such as calling a Tool) on an existing resource; the
@@ -216,7 +263,11 @@ impl Admission {
                 Err(error)
             }
             Ok(admitted) => {
-                let record = decision_record(who, op.action().as_str(), &key, Ok(()), &admitted.policies, set.digest());
+                let mut record =
+                    decision_record(who, op.action().as_str(), &key, Ok(()), &admitted.policies, set.digest());
+                if admitted.break_glass.is_some() {
+                    record.data["break_glass"] = json!({"overridden": admitted.break_glass});
+                }
                 let graph = self.store.graph.recording(record);
                 let actor = who.actor();
                 let resource = admitted.resource;
@@ -302,23 +353,51 @@ fn decision_record(
     policy_set: Digest,
 ) -> EventDraft {
     let (verdict, stage, reason) = match outcome {
-        Ok(()) => ("allow", Value::Null, Value::Null),
-        Err(Error::Invalid { stage, .. } | Error::Forbidden { stage, .. }) => {
-            ("deny", json!(stage.to_string()), json!(outcome.err().map(ToString::to_string)))
+        Ok(()) => ("allow", Value::Null, None),
+        Err(e @ (Error::Invalid { stage, .. } | Error::Forbidden { stage, .. })) => {
+            ("deny", json!(stage.to_string()), Some(e.to_string()))
         }
-        Err(e) => ("deny", Value::Null, json!(e.to_string())),
+        Err(e) => ("deny", Value::Null, Some(e.to_string())),
     };
-    EventDraft {
-        type_: "admission.decision".into(),
-        actor: who.actor(),
-        subject: key.to_string(),
-        data: json!({
-            "verdict": verdict,
-            "operation": operation,
-            "stage": stage,
-            "reason": reason,
-            "policies": policies,
-            "policy_set": policy_set.to_string(),
-        }),
+    let mut data = json!({
+        "verdict": verdict,
+        "operation": operation,
+        "stage": stage,
+        "reason": Value::Null,
+        "policies": policies,
+        "policy_set": policy_set.to_string(),
+    });
+    if let Some(reason) = reason {
+        // A refusal may quote what was sent; the log keeps a bounded prefix and the digest of
+        // the whole reason, so that nobody can grow the append-only log by sending big values.
+        if reason.len() > MAX_RECORDED_REASON {
+            let mut end = MAX_RECORDED_REASON;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            data["reason"] = json!(format!("{}...", &reason[..end]));
+            data["reason_digest"] = json!(Digest::of(reason.as_bytes()).to_string());
+            data["reason_bytes"] = json!(reason.len());
+        } else {
+            data["reason"] = json!(reason);
+        }
     }
+    EventDraft { type_: "admission.decision".into(), actor: who.actor(), subject: bounded_subject(key), data }
+}
+
+/// The longest refusal reason a decision records whole (bytes); longer ones are cut there.
+pub const MAX_RECORDED_REASON: usize = 1024;
+
+/// The subject of a decision: the key, cut to a bounded length (a malformed request can name
+/// anything).
+fn bounded_subject(key: &ObjectKey) -> String {
+    let subject = key.to_string();
+    if subject.len() <= MAX_RECORDED_REASON {
+        return subject;
+    }
+    let mut end = MAX_RECORDED_REASON;
+    while !subject.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &subject[..end])
 }

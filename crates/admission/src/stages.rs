@@ -17,6 +17,24 @@ use crate::{Error, Identity, Operation, Stage};
 pub(crate) struct Admitted {
     pub resource: Resource,
     pub policies: Vec<String>,
+    /// Set when an administrator wrote a Policy that the policies in force forbid: the forbids
+    /// it overrode (see [`break_glass`]).
+    pub break_glass: Option<Vec<String>>,
+}
+
+/// The name a decision gives when an administrator's break-glass allowed it.
+pub(crate) const BREAK_GLASS: &str = "r5e:break-glass";
+
+/// Whether `who` is an administrator.
+pub(crate) fn is_admin(who: &Identity) -> bool {
+    who.principal.kind == PrincipalKind::User && who.principal.groups.iter().any(|g| g == policy::ADMINS_GROUP)
+}
+
+/// Break-glass: an administrator may always read and write Policies, whatever they forbid, so a
+/// Policy can never lock the administrators out of the policies themselves. A decision it
+/// allowed names the forbids it overrode and is recorded like every other.
+fn break_glass(who: &Identity, kind: &str, decision: &policy::Decision) -> Option<Vec<String>> {
+    (!decision.allowed && kind == "Policy" && is_admin(who)).then(|| decision.determining.clone())
 }
 
 /// A refusal, with the policies that decided it (if the policy stage was reached).
@@ -63,11 +81,60 @@ pub(crate) async fn run(
     crate::gates::check(&mut reads, op, &resource).await.map_err(|e| (e, Vec::new()))?;
     let target = target(&mut reads, &resource).await.map_err(|e| (e, Vec::new()))?;
     let decision = set.set.evaluate(&who.principal, op.action(), &target);
-    if !decision.allowed {
+    let glass = break_glass(who, &resource.kind, &decision);
+    if !decision.allowed && glass.is_none() {
         return Err((Error::Forbidden { stage: Stage::Policy, reason: decision.explanation() }, decision.determining));
     }
-    identity_stage(who, op, &resource).map_err(|e| (e, decision.determining.clone()))?;
-    Ok(Admitted { resource, policies: decision.determining })
+    let policies = if glass.is_some() { vec![BREAK_GLASS.to_string()] } else { decision.determining };
+    if resource.kind == "Policy" && matches!(op, Operation::Create | Operation::Update) && !is_admin(who) {
+        holds_what_it_grants(store, set, who, &resource).await.map_err(|e| (e, policies.clone()))?;
+    }
+    identity_stage(who, op, &resource).map_err(|e| (e, policies.clone()))?;
+    Ok(Admitted { resource, policies, break_glass: glass })
+}
+
+/// A Policy written by someone other than an administrator may grant only what its writer holds:
+/// for every action and kind one of its `permit`s could allow, the writer must be permitted that
+/// action on that kind in the Policy's namespace by the policies in force (decided on what a
+/// request names, as reads are). Nobody authorises themselves through policy.
+async fn holds_what_it_grants(store: &Store, set: &Built, who: &Identity, policy: &Resource) -> Result<(), Error> {
+    let namespace = policy.metadata.namespace.clone().unwrap_or_default();
+    let source = format!("{namespace}/{}", policy.metadata.name);
+    let cedar = policy.spec.get("cedar").and_then(Value::as_str).unwrap_or_default();
+    let grants = policy::grants(&source, cedar).map_err(|e| invalid(Stage::Schema, "spec.cedar", e.to_string()))?;
+    let mut all_kinds: Vec<String> = kinds::builtin().iter().map(|k| k.kind.to_string()).collect();
+    if grants.iter().any(|g| g.kind.is_none()) {
+        all_kinds.extend(custom_kinds(store).await?.into_iter().map(|c| c.kind));
+    }
+    for grant in grants {
+        let actions = grant.actions.clone().unwrap_or_else(|| policy::grants::ALL_ACTIONS.to_vec());
+        let kinds = grant.kind.clone().map_or_else(|| all_kinds.clone(), |k| vec![k]);
+        let name = grant.name.as_deref().and_then(|n| n.split_once('/')).map_or("", |(_, n)| n).to_string();
+        for kind in &kinds {
+            for action in &actions {
+                let target = Target {
+                    kind: kind.clone(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    labels: Default::default(),
+                    spec: Value::Null,
+                    graph: None,
+                };
+                if !set.set.evaluate(&who.principal, *action, &target).allowed {
+                    return Err(Error::Forbidden {
+                        stage: Stage::Policy,
+                        reason: format!(
+                            "{} may not grant `{}` on {kind} in namespace `{namespace}` ({}): a Policy may grant only what its writer holds",
+                            who.actor(),
+                            action.as_str(),
+                            grant.statement
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn invalid(stage: Stage, path: &str, message: impl Into<String>) -> Error {
@@ -81,6 +148,13 @@ async fn schema_stage(store: &Store, op: Operation, object: &Value) -> Result<Re
     };
     if op == Operation::Delete {
         return parse(object);
+    }
+    if let Some(path) = domain::json::inexact_integer(object) {
+        return Err(invalid(
+            Stage::Schema,
+            &path,
+            "is an integer beyond 2^53, which the audit log's canonical JSON cannot record exactly: send it as a string",
+        ));
     }
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
     let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
@@ -254,15 +328,36 @@ fn plain_target(r: &Resource) -> Target {
     }
 }
 
-/// Policy and the identity gate for a read of `key` (a collection when its name is empty).
-pub(crate) fn authorize_read(
+/// What a decision on the request alone allowed.
+pub(crate) struct Allowed {
+    /// The policies that decided it (none when it was left for the object to decide).
+    pub policies: Vec<String>,
+    /// The forbids an administrator's break-glass overrode, if it was used.
+    pub break_glass: Option<Vec<String>>,
+}
+
+/// Identity and policy for a request, decided on what it names (action, kind, namespace, name)
+/// before any stored object is read: a read (`get`, `list`, `watch`; a collection when the name
+/// is empty) must be permitted outright; a write may also pass when a permit that applies needs
+/// the object's attributes, since admission decides it again on the object.
+pub(crate) fn authorize_request(
     set: &Built,
     who: &Identity,
     action: policy::Action,
     key: &ObjectKey,
-) -> Result<(), Refusal> {
+) -> Result<Allowed, Refusal> {
     if let Some(reason) = &set.broken {
         return Err((Error::Forbidden { stage: Stage::Policy, reason: reason.clone() }, Vec::new()));
+    }
+    if let Some(home) = who.namespace()
+        && key.namespace != home
+    {
+        let reason = format!("{} may act only in namespace `{home}`", who.actor());
+        return Err((Error::Forbidden { stage: Stage::Identity, reason }, Vec::new()));
+    }
+    let writes = !matches!(action, policy::Action::Get | policy::Action::List | policy::Action::Watch);
+    if writes && key.namespace == policy::CLUSTER_NAMESPACE && !is_admin(who) {
+        return Err((Error::Forbidden { stage: Stage::Identity, reason: cluster_namespace_reason(who) }, Vec::new()));
     }
     let target = Target {
         kind: key.kind.clone(),
@@ -273,16 +368,22 @@ pub(crate) fn authorize_read(
         graph: None,
     };
     let decision = set.set.evaluate(&who.principal, action, &target);
-    if !decision.allowed {
-        return Err((Error::Forbidden { stage: Stage::Policy, reason: decision.explanation() }, decision.determining));
+    if decision.allowed || (writes && decision.conditional) {
+        return Ok(Allowed { policies: decision.determining, break_glass: None });
     }
-    if let Some(home) = who.namespace()
-        && key.namespace != home
-    {
-        let reason = format!("{} may act only in namespace `{home}`", who.actor());
-        return Err((Error::Forbidden { stage: Stage::Identity, reason }, decision.determining));
+    match break_glass(who, &key.kind, &decision) {
+        Some(overridden) => Ok(Allowed { policies: vec![BREAK_GLASS.to_string()], break_glass: Some(overridden) }),
+        None => Err((Error::Forbidden { stage: Stage::Policy, reason: decision.explanation() }, decision.determining)),
     }
-    Ok(())
+}
+
+fn cluster_namespace_reason(who: &Identity) -> String {
+    format!(
+        "{} may not write in namespace `{}`: its Policies apply everywhere, so only members of group `{}` write there",
+        who.actor(),
+        policy::CLUSTER_NAMESPACE,
+        policy::ADMINS_GROUP
+    )
 }
 
 /// Policy and the identity gate for `action` on an existing resource that is not a write (a
@@ -316,6 +417,9 @@ const SELF_AUTHORISING: &[&str] = &["AgentSession", "Policy", "Capability", "Cus
 fn identity_stage(who: &Identity, op: Operation, resource: &Resource) -> Result<(), Error> {
     let forbid = |reason: String| Err(Error::Forbidden { stage: Stage::Identity, reason });
     let actor = who.actor();
+    if resource.metadata.namespace.as_deref() == Some(policy::CLUSTER_NAMESPACE) && !is_admin(who) {
+        return forbid(cluster_namespace_reason(who));
+    }
     if let Some(home) = who.namespace() {
         let ns = resource.metadata.namespace.as_deref().unwrap_or_default();
         if ns != home {

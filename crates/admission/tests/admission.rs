@@ -232,8 +232,9 @@ async fn policies_about_labels_and_the_graph_of_a_task() {
 async fn the_identity_gate_keeps_actors_in_their_place() {
     let f = fixture().await;
     let a = admin();
+    // A cluster-wide Policy, so that what refuses below is the identity gate.
     f.admission
-        .create(&a, manifest("Policy", "w", "open", json!({"cedar": "permit(principal, action, resource);"})))
+        .create(&a, manifest("Policy", "r5e-system", "open", json!({"cedar": "permit(principal, action, resource);"})))
         .await
         .unwrap();
     f.admission.create(&a, graph("w", "g", &["fs.read", "fs.write"])).await.unwrap();
@@ -373,16 +374,16 @@ async fn broken_stored_policies_fail_closed_and_review_explains_without_writing(
 async fn reads_are_decided_by_policy_and_only_refusals_are_recorded() {
     let f = fixture().await;
     let key = ObjectKey::new("Graph", "a", "");
-    f.admission.authorize_read(&admin(), policy::Action::List, &key).await.unwrap();
+    f.admission.authorize_request(&admin(), policy::Action::List, &key).await.unwrap();
     assert_eq!(f.admission.store().events.head().await.unwrap().seq, 0);
     let err = f
         .admission
-        .authorize_read(&Identity::user("eve", &[]), policy::Action::Get, &ObjectKey::new("Graph", "a", "g"))
+        .authorize_request(&Identity::user("eve", &[]), policy::Action::Get, &ObjectKey::new("Graph", "a", "g"))
         .await
         .unwrap_err();
     assert_eq!(stage_of(&err), Stage::Policy);
     let ci = Identity::service_account("w", "ci", &["admins"]);
-    let err = f.admission.authorize_read(&ci, policy::Action::Watch, &key).await.unwrap_err();
+    let err = f.admission.authorize_request(&ci, policy::Action::Watch, &key).await.unwrap_err();
     assert_eq!(stage_of(&err), Stage::Identity);
     let d = decisions(&f.admission).await;
     assert_eq!(d.len(), 2);

@@ -29,6 +29,9 @@ pub struct TokenRecord {
     /// Revoked tokens authenticate nobody.
     #[serde(default)]
     pub revoked: bool,
+    /// After this instant the token authenticates nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl TokenRecord {
@@ -125,11 +128,23 @@ impl Tokens {
         let hash = Digest::of(token.trim().as_bytes());
         let map = self.by_hash.read().expect("token map lock");
         match map.get(&hash) {
-            Some(r) if !r.revoked => {
-                r.identity().ok_or_else(|| Error::Unauthorized(format!("token of unknown kind `{}`", r.kind)))
+            Some(r) if r.revoked => Err(Error::Unauthorized("this token was revoked".into())),
+            Some(r) if r.expires_at.is_some_and(|at| at <= chrono::Utc::now()) => {
+                Err(Error::Unauthorized("this token has expired".into()))
             }
-            Some(_) => Err(Error::Unauthorized("this token was revoked".into())),
+            Some(r) => r.identity().ok_or_else(|| Error::Unauthorized(format!("token of unknown kind `{}`", r.kind))),
             None => Err(Error::Unauthorized("unknown bearer token".into())),
+        }
+    }
+
+    /// Resolves once the token in `headers` no longer authenticates (revoked, expired, or gone),
+    /// checking every `every`: what ends a watch opened with it.
+    pub async fn until_invalid(&self, headers: HeaderMap, every: std::time::Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if self.authenticate(&headers).is_err() {
+                return;
+            }
         }
     }
 }

@@ -27,6 +27,12 @@ pub enum Error {
     /// The media type of the body is not one this endpoint accepts.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The body, or what a patch would make of the object, is over a documented limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// This identity is writing faster than its limit: retry after the delay.
+    #[error("{0}")]
+    TooManyRequests(String, std::time::Duration),
 }
 
 impl From<storage::Error> for Error {
@@ -64,6 +70,13 @@ impl IntoResponse for Error {
             Error::MethodNotAllowed(_) => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message, vec![]),
             Error::UnsupportedMediaType(_) => {
                 status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", message, vec![])
+            }
+            Error::TooLarge(_) => status(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", message, vec![]),
+            Error::TooManyRequests(_, after) => {
+                let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+                let mut response = status(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message, vec![]);
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
+                response
             }
             Error::Admission(A::Invalid { errors, .. }) => {
                 let causes = errors

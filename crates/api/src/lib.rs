@@ -11,6 +11,7 @@
 mod auth;
 mod discovery;
 mod error;
+mod limits;
 mod metrics;
 mod patch;
 mod path;
@@ -26,9 +27,11 @@ use axum::routing::get;
 
 pub use auth::{TokenRecord, Tokens, read_token_file, write_token_file};
 pub use error::Error;
+pub use limits::{DEFAULT_WRITES_PER_SECOND, RateLimit};
 pub use metrics::Metrics;
 
-/// Largest request body accepted (a resource is small; artifacts' bytes go to the CAS).
+/// Largest request body accepted, and largest object a patch may make (a resource is small;
+/// artifacts' bytes go to the CAS).
 pub const MAX_BODY: usize = 3 << 20;
 
 /// What every handler shares.
@@ -44,6 +47,8 @@ pub struct AppState {
     pub bookmark_interval: std::time::Duration,
     /// Request counters for `/metrics`.
     pub metrics: Metrics,
+    /// Writes per second per identity.
+    pub write_limit: RateLimit,
 }
 
 /// The default watch window: a hundred thousand events.
@@ -63,7 +68,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/r5e/v1/explain", axum::routing::post(resources::explain))
         .route("/r5e/v1/events", get(resources::events))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(axum::middleware::from_fn(limits::status_for_too_large))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count))
         .with_state(state)
 }

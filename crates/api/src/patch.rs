@@ -1,7 +1,39 @@
 //! PATCH bodies: JSON merge patch (RFC 7386) and JSON patch (RFC 6902), applied to the current
 //! object before it goes through admission like any other update.
+//!
+//! A JSON patch is bounded twice: at most [`MAX_OPERATIONS`] operations, and at most `max_bytes`
+//! of JSON written into the document in all (the document's own size plus every value an `add`,
+//! `replace` or `copy` puts in), so that a short patch cannot grow a document without end.
 
 use serde_json::{Map, Value};
+
+/// The most operations one JSON patch may have.
+pub const MAX_OPERATIONS: usize = 1000;
+
+/// Why a patch was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatchError {
+    /// The patch is malformed, does not apply, or a `test` failed.
+    Invalid(String),
+    /// The patch is over a limit.
+    TooLarge(String),
+}
+
+impl From<String> for PatchError {
+    fn from(s: String) -> Self {
+        PatchError::Invalid(s)
+    }
+}
+
+impl From<&str> for PatchError {
+    fn from(s: &str) -> Self {
+        PatchError::Invalid(s.to_string())
+    }
+}
+
+fn json_len(v: &Value) -> usize {
+    serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
+}
 
 /// Apply an RFC 7386 merge patch: objects merge key by key, `null` removes, anything else
 /// replaces.
@@ -25,40 +57,73 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Apply an RFC 6902 patch (`add`, `remove`, `replace`, `move`, `copy`, `test`), all or nothing.
-pub fn json_patch(target: &Value, ops: &Value) -> Result<Value, String> {
+/// Apply an RFC 6902 patch (`add`, `remove`, `replace`, `move`, `copy`, `test`), all or nothing,
+/// writing at most `max_bytes` of JSON into the document in all.
+pub fn json_patch(target: &Value, ops: &Value, max_bytes: usize) -> Result<Value, PatchError> {
     let ops = ops.as_array().ok_or("a JSON patch is an array of operations")?;
+    if ops.len() > MAX_OPERATIONS {
+        return Err(PatchError::TooLarge(format!(
+            "a JSON patch may have at most {MAX_OPERATIONS} operations (this one has {})",
+            ops.len()
+        )));
+    }
     let mut doc = target.clone();
+    let mut written = json_len(&doc);
+    let mut grow = |i: usize, v: &Value| -> Result<(), PatchError> {
+        written = written.saturating_add(json_len(v));
+        if written > max_bytes {
+            return Err(PatchError::TooLarge(format!(
+                "operation {i} would make the patch write more than {max_bytes} bytes into the object"
+            )));
+        }
+        Ok(())
+    };
     for (i, op) in ops.iter().enumerate() {
         let field = |name: &str| op.get(name).and_then(Value::as_str).ok_or(format!("operation {i} has no `{name}`"));
         let path = field("path")?;
         let value = || op.get("value").cloned().ok_or(format!("operation {i} has no `value`"));
         match field("op")? {
-            "add" => add(&mut doc, path, value()?)?,
+            "add" => {
+                let v = value()?;
+                grow(i, &v)?;
+                add(&mut doc, path, v)?
+            }
             "remove" => {
                 remove(&mut doc, path)?;
             }
             "replace" => {
+                let v = value()?;
+                grow(i, &v)?;
                 remove(&mut doc, path)?;
-                add(&mut doc, path, value()?)?;
+                add(&mut doc, path, v)?;
             }
             "move" => {
                 let v = remove(&mut doc, field("from")?)?;
                 add(&mut doc, path, v)?;
             }
             "copy" => {
-                let v = doc.pointer(field("from")?).cloned().ok_or(format!("operation {i}: `from` does not exist"))?;
+                let from = doc.pointer(field("from")?).ok_or(format!("operation {i}: `from` does not exist"))?;
+                grow(i, from)?;
+                let v = from.clone();
                 add(&mut doc, path, v)?;
             }
             "test" => {
                 if doc.pointer(path) != Some(&value()?) {
-                    return Err(format!("operation {i}: test failed at `{path}`"));
+                    return Err(format!("operation {i}: test failed at `{}`", shorten(path)).into());
                 }
             }
-            other => return Err(format!("operation {i}: unknown op `{other}`")),
+            other => return Err(format!("operation {i}: unknown op `{}`", shorten(other)).into()),
         }
     }
     Ok(doc)
+}
+
+/// At most 64 characters of what the client sent, for error messages.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_string(),
+    }
 }
 
 fn split(path: &str) -> Result<(String, String), String> {
@@ -139,6 +204,7 @@ mod tests {
                 {"op": "copy", "from": "/spec/list", "path": "/spec/copy"},
                 {"op": "test", "path": "/spec/copy/2", "value": 3}
             ]),
+            1 << 20,
         )
         .unwrap();
         assert_eq!(
@@ -146,11 +212,32 @@ mod tests {
             json!({"metadata": {"labels": {"team": "docs"}}, "spec": {"list": [9, 2, 3], "copy": [9, 2, 3]}})
         );
         assert!(
-            json_patch(&doc, &json!([{"op": "test", "path": "/spec/list/0", "value": 5}]))
-                .unwrap_err()
-                .contains("test failed")
+            matches!(json_patch(&doc, &json!([{"op": "test", "path": "/spec/list/0", "value": 5}]), 1 << 20),
+                     Err(PatchError::Invalid(m)) if m.contains("test failed"))
         );
-        assert!(json_patch(&doc, &json!([{"op": "remove", "path": "/nope/x"}])).is_err());
-        assert!(json_patch(&doc, &json!({"op": "add"})).is_err());
+        assert!(json_patch(&doc, &json!([{"op": "remove", "path": "/nope/x"}]), 1 << 20).is_err());
+        assert!(json_patch(&doc, &json!({"op": "add"}), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn a_doubling_patch_stops_at_the_byte_limit() {
+        let doc = json!({"spec": {"content": "x".repeat(1000)}});
+        let ops: Vec<Value> =
+            (0..30).map(|i| json!({"op": "copy", "from": "/spec", "path": format!("/spec/a{i}")})).collect();
+        match json_patch(&doc, &Value::Array(ops), 1 << 20) {
+            Err(PatchError::TooLarge(m)) => assert!(m.contains("operation 10"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn operations_are_counted_at_and_just_past_the_limit() {
+        let doc = json!({"a": 1});
+        let test = json!({"op": "test", "path": "/a", "value": 1});
+        assert!(json_patch(&doc, &Value::Array(vec![test.clone(); MAX_OPERATIONS]), 1 << 20).is_ok());
+        assert!(matches!(
+            json_patch(&doc, &Value::Array(vec![test; MAX_OPERATIONS + 1]), 1 << 20),
+            Err(PatchError::TooLarge(_))
+        ));
     }
 }

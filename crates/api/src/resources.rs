@@ -70,18 +70,55 @@ async fn resource(
     }
     let namespace = p.namespace.clone().unwrap_or_default();
     let key = |name: &str| ObjectKey::new(&kind.kind, &namespace, name);
-    if query.get("dryRun").is_some_and(|d| d == "All") && method != Method::GET {
-        return dry_run(state, who, &kind, &namespace, &method, &p, &body, headers).await;
+    let dry_run = match query.get("dryRun").map(String::as_str) {
+        None => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "dryRun `{}` is not supported: the only value is `All`",
+                shorten(other)
+            )));
+        }
+    };
+    if method != Method::GET && method != Method::DELETE && !body.is_empty() {
+        body_type(headers, &method)?;
+    }
+    if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        state.write_limit.take(&who.actor()).map_err(|wait| {
+            Error::TooManyRequests(
+                format!("{} is writing faster than its limit; retry in {} ms", who.actor(), wait.as_millis().max(1)),
+                wait,
+            )
+        })?;
+    }
+    let status_action = |status: bool| if status { Action::UpdateStatus } else { Action::Update };
+    // Authorise what the request names before any stored object is read or any body applied.
+    match (&method, p.name.as_deref(), p.status) {
+        (&Method::GET, Some(name), _) => state.admission.authorize_request(who, Action::Get, &key(name)).await?,
+        (&Method::PUT, Some(name), status) => {
+            state.admission.authorize_request(who, status_action(status), &key(name)).await?
+        }
+        (&Method::PATCH, Some(name), status) => {
+            // A patch is applied to the stored object and its errors may quote it: only a caller
+            // who may read the object may patch it.
+            state.admission.authorize_request(who, Action::Get, &key(name)).await?;
+            state.admission.authorize_request(who, status_action(status), &key(name)).await?
+        }
+        (&Method::DELETE, Some(name), false) => state.admission.authorize_request(who, Action::Delete, &key(name)).await?,
+        _ => {}
+    }
+    if dry_run && method != Method::GET {
+        return dry_run_request(state, who, &kind, &namespace, &method, &p, &body, headers).await;
     }
     match (method.clone(), p.name.as_deref(), p.status) {
         (Method::GET, None, false) => list(state, who, &kind, p.namespace.as_deref(), query, headers).await,
         (Method::POST, None, false) => {
             let object = object_from(&kind, &namespace, None, &body, headers)?;
+            state.admission.authorize_request(who, Action::Create, &key(&name_of(&object))).await?;
             let created = state.admission.create(who, object).await?;
             Ok((StatusCode::CREATED, Json(created)).into_response())
         }
         (Method::GET, Some(name), _) => {
-            state.admission.authorize_read(who, Action::Get, &key(name)).await?;
             let object = state.admission.store().graph.get(&key(name)).await?;
             if table::wanted(headers) {
                 let rv = object.metadata.resource_version.clone().unwrap_or_default();
@@ -100,11 +137,61 @@ async fn resource(
         }
         (Method::PATCH, Some(name), status) => patch_object(state, who, &key(name), status, &body, headers).await,
         (Method::DELETE, Some(name), false) => {
-            let expected = delete_precondition(&body)?;
-            Ok(Json(state.admission.delete(who, &key(name), expected).await?).into_response())
+            let expected = delete_preconditions(state, &key(name), &body, headers).await?;
+            let deleted = state.admission.delete(who, &key(name), expected).await?;
+            if state.admission.may_read(who, &key(name)).await {
+                Ok(Json(deleted).into_response())
+            } else {
+                // The caller may delete but not read: say it is done without showing the object.
+                Ok(Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                               "details": {"name": name, "kind": kind.plural}}))
+                .into_response())
+            }
         }
         _ => Err(Error::MethodNotAllowed(format!("{method} is not allowed on this path"))),
     }
+}
+
+/// `metadata.name` of a JSON object, or empty.
+fn name_of(object: &Value) -> String {
+    object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// At most 64 characters of what the client sent, for error messages.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+/// The media type of a request body, which must be stated and be one this method accepts.
+fn body_type(headers: &HeaderMap, method: &Method) -> Result<String, Error> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(Error::UnsupportedMediaType(
+            "the request has a body but no Content-Type: send application/json".into(),
+        ));
+    };
+    let media = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let accepted: &[&str] = if method == Method::PATCH {
+        &["application/merge-patch+json", "application/json-patch+json"]
+    } else {
+        &["application/json"]
+    };
+    if accepted.contains(&media.as_str()) {
+        Ok(media)
+    } else {
+        Err(Error::UnsupportedMediaType(format!(
+            "Content-Type `{}` is not accepted here: use {}",
+            shorten(&media),
+            accepted.join(" or ")
+        )))
+    }
+}
+
+/// Parse a request body strictly: valid JSON, no key twice in one object.
+fn parse_body(body: &Bytes, what: &str) -> Result<Value, Error> {
+    domain::json::parse_strict(body).map_err(|e| Error::BadRequest(format!("{what} is not valid JSON: {e}")))
 }
 
 /// The JSON body as a resource of `kind`: `apiVersion`, `kind` and the namespace filled in from
@@ -116,12 +203,8 @@ fn object_from(
     body: &Bytes,
     headers: &HeaderMap,
 ) -> Result<Value, Error> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    if !content_type.starts_with("application/json") {
-        return Err(Error::UnsupportedMediaType(format!("send the object as application/json, not {content_type}")));
-    }
-    let mut object: Value =
-        serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    body_type(headers, &Method::POST)?;
+    let mut object = parse_body(body, "the body")?;
     let Some(map) = object.as_object_mut() else {
         return Err(Error::BadRequest("the body must be a JSON object".into()));
     };
@@ -180,7 +263,7 @@ async fn list(
     let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
     let action_key = ObjectKey::new(&kind.kind, namespace.unwrap_or_default(), "");
     let action = if watching { Action::Watch } else { Action::List };
-    state.admission.authorize_read(who, action, &action_key).await?;
+    state.admission.authorize_request(who, action, &action_key).await?;
     let selector: Selector = query
         .get("labelSelector")
         .map(|s| s.parse().map_err(|e: domain::selector::ParseError| Error::BadRequest(e.to_string())))
@@ -196,6 +279,7 @@ async fn list(
             bookmarks: bookmarks.then_some(state.bookmark_interval),
             timeout,
             table: table::wanted(headers),
+            headers: headers.clone(),
         };
         return watch::serve(state, w, state.watch_window).await;
     }
@@ -267,6 +351,9 @@ impl FieldSelector {
     }
 }
 
+/// PATCH: apply the patch to the stored object and send the result through admission as an
+/// update. The caller was authorised to read and update the object before it was read here. A
+/// patch that does not apply (a failed `test`, a missing path) is refused and recorded.
 async fn patch_object(
     state: &AppState,
     who: &Identity,
@@ -275,25 +362,36 @@ async fn patch_object(
     body: &Bytes,
     headers: &HeaderMap,
 ) -> Result<Response, Error> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let patch_body: Value =
-        serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("the patch is not valid JSON: {e}")))?;
+    let patch_type = body_type(headers, &Method::PATCH)?;
+    let patch_body = parse_body(body, "the patch")?;
+    let action = if status { Action::UpdateStatus } else { Action::Update };
     let pinned = patch_body.pointer("/metadata/resourceVersion").is_some();
     for _ in 0..PATCH_RETRIES {
         let current = state.admission.store().graph.get(key).await?.to_value();
-        let patched = match content_type.split(';').next().unwrap_or("") {
-            "application/merge-patch+json" => {
-                let mut doc = current;
-                patch::merge(&mut doc, &patch_body);
-                doc
-            }
-            "application/json-patch+json" => patch::json_patch(&current, &patch_body).map_err(Error::BadRequest)?,
-            other => {
-                return Err(Error::UnsupportedMediaType(format!(
-                    "patch type `{other}` is not supported: use application/merge-patch+json or application/json-patch+json"
-                )));
+        let patched = if patch_type == "application/merge-patch+json" {
+            let mut doc = current;
+            patch::merge(&mut doc, &patch_body);
+            doc
+        } else {
+            match patch::json_patch(&current, &patch_body, crate::MAX_BODY) {
+                Ok(doc) => doc,
+                Err(patch::PatchError::TooLarge(m)) => return Err(Error::TooLarge(m)),
+                Err(patch::PatchError::Invalid(m)) => {
+                    let refusal = admission::Error::Invalid {
+                        stage: admission::Stage::Request,
+                        errors: vec![domain::schema::FieldError::new("", format!("the patch does not apply: {m}"))],
+                    };
+                    return Err(state.admission.refuse(who, action, key, refusal).await.into());
+                }
             }
         };
+        let size = serde_json::to_vec(&patched).map_or(usize::MAX, |b| b.len());
+        if size > crate::MAX_BODY {
+            return Err(Error::TooLarge(format!(
+                "the patched object would be {size} bytes, more than the {} a resource may have",
+                crate::MAX_BODY
+            )));
+        }
         let outcome = if status {
             state.admission.update_status(who, patched).await
         } else {
@@ -308,24 +406,67 @@ async fn patch_object(
     Err(storage::Error::Conflict(format!("{key} is changing too fast to patch; retry")).into())
 }
 
-/// `preconditions.resourceVersion` from an optional DeleteOptions body.
-fn delete_precondition(body: &Bytes) -> Result<Option<u64>, Error> {
+/// The preconditions of an optional DeleteOptions body: `preconditions.resourceVersion` (a string,
+/// as Kubernetes sends it, or a number) and `preconditions.uid`. A uid precondition is turned
+/// into a resourceVersion one, so that the object checked is the object deleted.
+async fn delete_preconditions(
+    state: &AppState,
+    key: &ObjectKey,
+    body: &Bytes,
+    headers: &HeaderMap,
+) -> Result<Option<u64>, Error> {
     if body.is_empty() {
         return Ok(None);
     }
-    let options: Value =
-        serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("DeleteOptions is not valid JSON: {e}")))?;
-    match options.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
-        None => Ok(None),
-        Some(rv) => rv.parse().map(Some).map_err(|_| Error::BadRequest(format!("resourceVersion `{rv}` is not valid"))),
+    body_type(headers, &Method::DELETE)?;
+    let options = parse_body(body, "DeleteOptions")?;
+    if let Some(dry) = options.get("dryRun").and_then(Value::as_array)
+        && !dry.is_empty()
+    {
+        return Err(Error::BadRequest("send a dry-run delete as `?dryRun=All`".into()));
     }
+    let mut expected = match options.pointer("/preconditions/resourceVersion") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(rv)) => Some(
+            rv.parse::<u64>()
+                .map_err(|_| Error::BadRequest(format!("preconditions.resourceVersion `{}` is not valid", shorten(rv))))?,
+        ),
+        Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(|| {
+            Error::BadRequest(format!("preconditions.resourceVersion {n} is not a valid resourceVersion"))
+        })?),
+        Some(_) => return Err(Error::BadRequest("preconditions.resourceVersion must be a string".into())),
+    };
+    match options.pointer("/preconditions/uid") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(uid)) => {
+            let current = state.admission.store().graph.get(key).await?;
+            if current.metadata.uid.as_deref() != Some(uid.as_str()) {
+                return Err(storage::Error::Conflict(format!(
+                    "precondition failed: {key} has another uid than `{}`",
+                    shorten(uid)
+                ))
+                .into());
+            }
+            let rv = current.resource_version();
+            if expected.is_some() && expected != rv {
+                return Err(storage::Error::Conflict(format!(
+                    "precondition failed: {key} is at another resourceVersion"
+                ))
+                .into());
+            }
+            expected = rv;
+        }
+        Some(_) => return Err(Error::BadRequest("preconditions.uid must be a string".into())),
+    }
+    Ok(expected)
 }
 
 /// `?dryRun=All`: every admission stage, nothing written and nothing recorded. Allowed requests
 /// answer with the object as sent and an `X-R5e-Admission` header saying which policies allowed
-/// it; refused ones with the error they would get.
+/// it; refused ones with the error they would get. The request was authorised on what it names
+/// before this runs.
 #[allow(clippy::too_many_arguments)]
-async fn dry_run(
+async fn dry_run_request(
     state: &AppState,
     who: &Identity,
     kind: &ServedKind,
@@ -336,7 +477,12 @@ async fn dry_run(
     headers: &HeaderMap,
 ) -> Result<Response, Error> {
     let (operation, object) = match (method.clone(), p.name.as_deref(), p.status) {
-        (Method::POST, None, false) => (Operation::Create, object_from(kind, namespace, None, body, headers)?),
+        (Method::POST, None, false) => {
+            let object = object_from(kind, namespace, None, body, headers)?;
+            let key = ObjectKey::new(&kind.kind, namespace, &name_of(&object));
+            state.admission.authorize_request(who, Action::Create, &key).await?;
+            (Operation::Create, object)
+        }
         (Method::PUT, Some(name), false) => {
             (Operation::Update, object_from(kind, namespace, Some(name), body, headers)?)
         }
@@ -353,15 +499,26 @@ async fn dry_run(
     review.outcome?;
     let code = if operation == Operation::Create { StatusCode::CREATED } else { StatusCode::OK };
     let verdict = format!("allowed by {}; policy set {}", review.policies.join(", "), review.policy_set);
-    Ok((code, [("x-r5e-admission", verdict)], Json(object)).into_response())
+    let shown = if operation == Operation::Delete && !state.admission.may_read(who, &key_of(&object)).await {
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+    } else {
+        object
+    };
+    Ok((code, [("x-r5e-admission", verdict)], Json(shown)).into_response())
+}
+
+/// The key a resource's JSON names.
+fn key_of(object: &Value) -> ObjectKey {
+    let s = |p: &str| object.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    ObjectKey { kind: s("/kind"), namespace: s("/metadata/namespace"), name: s("/metadata/name") }
 }
 
 /// `POST /r5e/v1/explain`: what admission would decide for `{"operation": "create" | "update" |
 /// "update_status" | "delete", "object": {...}}` by the caller, and why. Writes nothing.
 pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
     let who = state.tokens.authenticate(&headers)?;
-    let request: Value =
-        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    body_type(&headers, &Method::POST)?;
+    let request = parse_body(&body, "the body")?;
     let operation = match request.get("operation").and_then(Value::as_str).unwrap_or("create") {
         "create" => Operation::Create,
         "update" => Operation::Update,
@@ -372,7 +529,21 @@ pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: By
         }
     };
     let object = request.get("object").cloned().ok_or_else(|| Error::BadRequest("`object` is required".into()))?;
-    let review = state.admission.review(&who, operation, object).await;
+    // Explain only what the caller may ask about: the same answer whether or not it exists.
+    let action = match operation {
+        Operation::Create => Action::Create,
+        Operation::Update => Action::Update,
+        Operation::UpdateStatus => Action::UpdateStatus,
+        Operation::Delete => Action::Delete,
+    };
+    let review = match state.admission.check_request(&who, action, &key_of(&object)).await {
+        Ok(()) => state.admission.review(&who, operation, object).await,
+        Err(refusal) => admission::Review {
+            outcome: Err(refusal),
+            policies: Vec::new(),
+            policy_set: state.admission.policy_set().await,
+        },
+    };
     let (allowed, stage, reason) = match &review.outcome {
         Ok(()) => (true, Value::Null, json!(format!("allowed by {}", review.policies.join(", ")))),
         Err(admission::Error::Invalid { stage, .. } | admission::Error::Forbidden { stage, .. }) => {
@@ -396,7 +567,7 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let who = state.tokens.authenticate(&headers)?;
-    state.admission.authorize_read(&who, Action::Get, &ObjectKey::new("AuditLog", "", "events")).await?;
+    state.admission.authorize_request(&who, Action::Get, &ObjectKey::new("AuditLog", "", "events")).await?;
     let number = |name: &str| -> Result<Option<u64>, Error> {
         query
             .get(name)

@@ -29,7 +29,12 @@ pub struct Watch {
     pub timeout: Option<Duration>,
     /// Send each object as a one-row Table (what `kubectl get --watch` asks for).
     pub table: bool,
+    /// The request's headers, whose token must stay valid for the watch to go on.
+    pub headers: axum::http::HeaderMap,
 }
+
+/// How often an open watch checks that its token still authenticates.
+pub const TOKEN_CHECK: Duration = Duration::from_secs(1);
 
 /// The watch event for a log event, if it is a change to a resource the watch selects.
 fn watch_event(w: &Watch, prefix: &str, e: &Event) -> Option<Value> {
@@ -108,6 +113,8 @@ pub async fn serve(state: &AppState, w: Watch, window: u64) -> Result<Response, 
     let kind = w.kind.clone();
     let bookmarks = w.bookmarks;
     let timeout = w.timeout;
+    let (tokens, headers) = (state.tokens.clone(), w.headers.clone());
+    let token_gone = async move { tokens.until_invalid(headers, TOKEN_CHECK).await };
     let changes = store.events.stream(after).filter_map(move |e| {
         let out = match e {
             Ok(e) => watch_event(&w, &prefix, &e).map(|v| (e.seq, Some(line(&v)))).or(Some((e.seq, None))),
@@ -116,7 +123,8 @@ pub async fn serve(state: &AppState, w: Watch, window: u64) -> Result<Response, 
         async move { out }
     });
     let body = futures::stream::iter(initial.into_iter().map(Ok::<_, Infallible>))
-        .chain(tail(changes, kind, bookmarks, after));
+        .chain(tail(changes, kind, bookmarks, after))
+        .take_until(Box::pin(token_gone));
     let body: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>> = match timeout {
         Some(t) => Box::pin(body.take_until(tokio::time::sleep(t))),
         None => Box::pin(body),

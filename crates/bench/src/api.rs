@@ -34,6 +34,7 @@ async fn serve(store: Store) -> Result<String> {
         name: "bench".into(),
         groups: vec!["admins".into()],
         revoked: false,
+        expires_at: None,
     }]);
     let state = api::AppState {
         admission: Arc::new(Admission::new(store)),
@@ -41,6 +42,7 @@ async fn serve(store: Store) -> Result<String> {
         watch_window: api::DEFAULT_WATCH_WINDOW,
         bookmark_interval: Duration::from_secs(10),
         metrics: Default::default(),
+        write_limit: api::RateLimit::unlimited(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -9,6 +9,7 @@ pub mod canonical;
 pub mod canonical_form;
 pub mod chain;
 pub mod digest;
+pub mod json;
 pub mod kinds;
 pub mod names;
 pub mod resource;

@@ -158,6 +158,7 @@ fn convert(error: &ValidationError<'_>, root: &Value, out: &mut Vec<FieldError>)
     let pointer = error.instance_path().as_str();
     let path = dotted(pointer, root);
     let here = root.pointer(pointer).unwrap_or(&Value::Null);
+    let here_text = quote(here);
     match error.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected }
         | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
@@ -173,22 +174,22 @@ fn convert(error: &ValidationError<'_>, root: &Value, out: &mut Vec<FieldError>)
             out.push(FieldError::new(path, format!("must be {} (is {})", types_text(kind), type_of(here))));
         }
         ValidationErrorKind::Constant { expected_value } => {
-            out.push(FieldError::new(path, format!("must be {expected_value} (is {here})")));
+            out.push(FieldError::new(path, format!("must be {expected_value} (is {here_text})")));
         }
         ValidationErrorKind::Enum { options } => {
-            out.push(FieldError::new(path, format!("must be one of {} (is {here})", list(options))));
+            out.push(FieldError::new(path, format!("must be one of {} (is {here_text})", list(options))));
         }
         ValidationErrorKind::Pattern { pattern } => {
-            out.push(FieldError::new(path, format!("must match the pattern `{pattern}` (is {here})")));
+            out.push(FieldError::new(path, format!("must match the pattern `{pattern}` (is {here_text})")));
         }
         ValidationErrorKind::Format { format } => {
-            out.push(FieldError::new(path, format!("must be a valid {format} (is {here})")));
+            out.push(FieldError::new(path, format!("must be a valid {format} (is {here_text})")));
         }
         ValidationErrorKind::Minimum { limit } => {
-            out.push(FieldError::new(path, format!("must be at least {limit} (is {here})")));
+            out.push(FieldError::new(path, format!("must be at least {limit} (is {here_text})")));
         }
         ValidationErrorKind::Maximum { limit } => {
-            out.push(FieldError::new(path, format!("must be at most {limit} (is {here})")));
+            out.push(FieldError::new(path, format!("must be at most {limit} (is {here_text})")));
         }
         ValidationErrorKind::MinItems { limit } => {
             out.push(FieldError::new(path, format!("must have at least {limit} item{}", plural(*limit))));
@@ -247,7 +248,7 @@ fn alternatives(
             format!("must be {} (is {})", types.join(" or "), type_of(here))
         } else {
             accepted.dedup();
-            format!("must be one of {} (is {here})", accepted.join(", "))
+            format!("must be one of {} (is {})", accepted.join(", "), quote(here))
         };
         out.push(FieldError::new(path, message));
         return;
@@ -285,6 +286,16 @@ fn dotted(pointer: &str, root: &Value) -> String {
         }
     }
     path
+}
+
+/// A value as an error message quotes it: at most 64 characters of its JSON, so that an error
+/// never echoes a large value back (or into the audit log).
+fn quote(v: &Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text,
+    }
 }
 
 fn join(path: &str, field: &str) -> String {

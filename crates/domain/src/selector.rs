@@ -97,9 +97,16 @@ impl fmt::Display for Selector {
     }
 }
 
+/// The longest selector string accepted, in bytes.
+pub const MAX_SELECTOR_BYTES: usize = 4096;
+/// The most requirements one selector may have.
+pub const MAX_REQUIREMENTS: usize = 64;
+/// The most values all the `in` and `notin` sets of one selector may list together.
+pub const MAX_VALUES: usize = 256;
+
 /// Why a selector string does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid label selector `{input}` at position {position}: {message}")]
+#[error("invalid label selector `{}` at position {position}: {message}", shown(.input))]
 pub struct ParseError {
     /// The whole selector as given.
     pub input: String,
@@ -270,14 +277,34 @@ impl FromStr for Selector {
     type Err = ParseError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
+        if input.len() > MAX_SELECTOR_BYTES {
+            return Err(ParseError {
+                input: input.to_string(),
+                position: MAX_SELECTOR_BYTES,
+                message: format!("a selector may be at most {MAX_SELECTOR_BYTES} bytes long (this one has {})", input.len()),
+            });
+        }
         let mut p = Parser { lexer: Lexer { chars: input.char_indices().peekable(), len: input.len() }, peeked: None };
         let run = |p: &mut Parser<'_>| -> Result<Selector, (usize, String)> {
             let mut requirements = Vec::new();
             if let (_, Token::End) = p.peek()? {
                 return Ok(Selector { requirements });
             }
+            let mut values = 0;
             loop {
-                requirements.push(p.requirement()?);
+                let at = p.peek()?.0;
+                let requirement = p.requirement()?;
+                values += match &requirement.op {
+                    Operator::In(v) | Operator::NotIn(v) => v.len(),
+                    _ => 0,
+                };
+                requirements.push(requirement);
+                if requirements.len() > MAX_REQUIREMENTS {
+                    return Err((at, format!("a selector may have at most {MAX_REQUIREMENTS} requirements")));
+                }
+                if values > MAX_VALUES {
+                    return Err((at, format!("a selector's sets may list at most {MAX_VALUES} values in all")));
+                }
                 match p.next()? {
                     (_, Token::Comma) => continue,
                     (_, Token::End) => return Ok(Selector { requirements }),
@@ -286,6 +313,14 @@ impl FromStr for Selector {
             }
         };
         run(&mut p).map_err(|(position, message)| ParseError { input: input.to_string(), position, message })
+    }
+}
+
+/// At most 100 characters of a selector, for error messages.
+fn shown(input: &str) -> String {
+    match input.char_indices().nth(100) {
+        Some((end, _)) => format!("{}...", &input[..end]),
+        None => input.to_string(),
     }
 }
 
@@ -350,6 +385,21 @@ impl LabelSelector {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn selectors_are_bounded_at_and_just_past_each_limit() {
+        let terms = |n: usize| (0..n).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
+        assert!(terms(MAX_REQUIREMENTS).parse::<super::Selector>().is_ok());
+        let e = terms(MAX_REQUIREMENTS + 1).parse::<super::Selector>().unwrap_err();
+        assert!(e.message.contains("at most 64 requirements"), "{e}");
+        let values = |n: usize| format!("k in ({})", (0..n).map(|i| format!("v{i}")).collect::<Vec<_>>().join(","));
+        assert!(values(MAX_VALUES).parse::<super::Selector>().is_ok());
+        assert!(values(MAX_VALUES + 1).parse::<super::Selector>().is_err());
+        let long = format!("k={}", "v".repeat(MAX_SELECTOR_BYTES));
+        let e = long.parse::<super::Selector>().unwrap_err();
+        assert!(e.to_string().len() < 300, "the error does not echo the whole input: {e}");
+        assert!(e.message.contains("at most 4096 bytes"));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

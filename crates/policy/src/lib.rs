@@ -6,6 +6,11 @@
 //! administrators too. [`PolicySet::evaluate`] answers a request with a [`Decision`] that names
 //! the policies that decided it and the digest of the whole set.
 //!
+//! **A Policy governs only its own namespace.** The statements of a Policy in namespace `a` take
+//! part only in decisions about targets in `a`; the statements of Policies in
+//! [`CLUSTER_NAMESPACE`] (which only administrators may write) take part in every decision,
+//! including those about cluster-scoped kinds and lists across all namespaces.
+//!
 //! The entity model (documented in `docs/api.md`):
 //! - principals `r5e::User::"alice"`, `r5e::ServiceAccount::"ns/name"`, `r5e::Session::"ns/name"`,
 //!   members of `r5e::Group::"<group>"`;
@@ -17,13 +22,22 @@
 
 mod entities;
 
-use std::collections::BTreeMap;
+pub mod grants;
+
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
-use cedar_policy::{Authorizer, Decision as CedarDecision, PolicyId};
+use cedar_policy::{Authorizer, Decision as CedarDecision, Effect, PolicyId};
 use domain::Digest;
 
 pub use entities::{Action, Principal, PrincipalKind, Target};
+pub use grants::{Grant, grants};
+
+/// The namespace whose Policies apply everywhere. Only administrators may write in it.
+pub const CLUSTER_NAMESPACE: &str = "r5e-system";
+
+/// The group whose members the built-in rule permits.
+pub const ADMINS_GROUP: &str = "admins";
 
 /// The id of the built-in rule that lets administrators act.
 pub const ADMINS_RULE: &str = "r5e:admins";
@@ -42,10 +56,14 @@ pub enum Error {
     },
 }
 
-/// The policies in force: every enabled Policy resource plus the built-in administrators rule.
+/// The policies in force: every enabled Policy resource plus the built-in administrators rule,
+/// grouped by the namespace they govern.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
-    set: cedar_policy::PolicySet,
+    /// The built-in rule and the cluster-wide Policies: what decides outside any team namespace.
+    global: cedar_policy::PolicySet,
+    /// For each namespace with Policies of its own: `global` plus those.
+    scoped: HashMap<String, cedar_policy::PolicySet>,
     digest: Digest,
     sources: usize,
 }
@@ -60,6 +78,10 @@ pub struct Decision {
     pub determining: Vec<String>,
     /// Policies that could not be evaluated for this request (they are skipped, as Cedar does).
     pub errors: Vec<String>,
+    /// Denied, but a `permit` that applies to this request could not be evaluated (it reads an
+    /// attribute the target lacks): a decision on what a request names alone, before the object
+    /// is known, cannot rule the request out.
+    pub conditional: bool,
     /// The digest of the policy set in force.
     pub policy_set: Digest,
 }
@@ -102,19 +124,35 @@ impl PolicySet {
 
     /// Build the set from Policy resources' Cedar text, keyed by `namespace/name`.
     pub fn from_sources(sources: &BTreeMap<String, String>) -> Result<PolicySet, Error> {
-        let mut set = cedar_policy::PolicySet::new();
+        let mut global = cedar_policy::PolicySet::new();
         let admins = cedar_policy::Policy::parse(Some(PolicyId::new(ADMINS_RULE)), ADMINS_TEXT)
             .expect("the built-in rule parses");
-        set.add(admins).expect("the built-in rule has a unique id");
+        global.add(admins).expect("the built-in rule has a unique id");
         let mut digest_input = vec![(ADMINS_RULE.to_string(), ADMINS_TEXT.to_string())];
+        let mut by_namespace: BTreeMap<&str, Vec<cedar_policy::Policy>> = BTreeMap::new();
         for (name, text) in sources {
-            for policy in parse_source(name, text)? {
-                set.add(policy).map_err(|e| Error::Invalid { source_name: name.clone(), message: e.to_string() })?;
+            let namespace = name.split_once('/').map_or("", |(ns, _)| ns);
+            let parsed = parse_source(name, text)?;
+            if namespace == CLUSTER_NAMESPACE {
+                for policy in parsed {
+                    global.add(policy).map_err(|e| Error::Invalid { source_name: name.clone(), message: e.to_string() })?;
+                }
+            } else {
+                by_namespace.entry(namespace).or_default().extend(parsed);
             }
             digest_input.push((name.clone(), text.clone()));
         }
+        let mut scoped = HashMap::new();
+        for (namespace, policies) in by_namespace {
+            let mut set = global.clone();
+            for policy in policies {
+                let source_name = policy.id().to_string();
+                set.add(policy).map_err(|e| Error::Invalid { source_name, message: e.to_string() })?;
+            }
+            scoped.insert(namespace.to_string(), set);
+        }
         let digest = domain::canonical::digest(&digest_input).expect("strings canonicalise");
-        Ok(PolicySet { set, digest, sources: sources.len() })
+        Ok(PolicySet { global, scoped, digest, sources: sources.len() })
     }
 
     /// The digest of the set: SHA-256 over the canonical JSON of every `[source, text]` pair,
@@ -134,17 +172,25 @@ impl PolicySet {
             allowed: false,
             determining: Vec::new(),
             errors: vec![error],
+            conditional: false,
             policy_set: self.digest,
         };
         let (request, entities) = match entities::request(principal, action, target) {
             Ok(r) => r,
             Err(e) => return deny(e),
         };
-        let response = Authorizer::new().is_authorized(&request, &self.set, &entities);
+        let set = self.scoped.get(&target.namespace).unwrap_or(&self.global);
+        let response = Authorizer::new().is_authorized(&request, set, &entities);
         let mut determining: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
         determining.sort();
+        let allowed = response.decision() == CedarDecision::Allow;
+        let permit_failed = response.diagnostics().errors().any(|e| {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
+            set.policy(e.policy_id()).is_some_and(|p| p.effect() == Effect::Permit)
+        });
         let errors = response.diagnostics().errors().map(ToString::to_string).collect();
-        Decision { allowed: response.decision() == CedarDecision::Allow, determining, errors, policy_set: self.digest }
+        let conditional = !allowed && determining.is_empty() && permit_failed;
+        Decision { allowed, determining, errors, conditional, policy_set: self.digest }
     }
 }
 

@@ -148,3 +148,58 @@ fn sessions_and_service_accounts_are_principals_too() {
     let sa = Principal { kind: PrincipalKind::ServiceAccount, id: "w/ci".into(), groups: vec![] };
     assert!(!p.evaluate(&sa, Action::Create, &target("Artifact", "w", "out", &[], json!({}))).allowed);
 }
+
+#[test]
+fn a_policy_governs_only_its_own_namespace() {
+    let p = set(&[
+        ("team-a/open", "permit(principal, action, resource);"),
+        ("team-b/lock", "forbid(principal, action, resource);"),
+    ]);
+    let alice = user("alice", &["team-a"]);
+    let root = user("root", &["admins"]);
+    assert!(p.evaluate(&alice, Action::Get, &target("Graph", "team-a", "g", &[], json!({}))).allowed);
+    // The permit written in team-a opens nothing elsewhere, not even lists across namespaces.
+    assert!(!p.evaluate(&alice, Action::Get, &target("Graph", "team-c", "g", &[], json!({}))).allowed);
+    assert!(!p.evaluate(&alice, Action::List, &target("Graph", "", "", &[], json!({}))).allowed);
+    // The forbid written in team-b binds only team-b.
+    assert!(!p.evaluate(&root, Action::Delete, &target("Graph", "team-b", "g", &[], json!({}))).allowed);
+    assert!(p.evaluate(&root, Action::Delete, &target("Graph", "team-c", "g", &[], json!({}))).allowed);
+    assert!(p.evaluate(&root, Action::List, &target("Graph", "", "", &[], json!({}))).allowed);
+}
+
+#[test]
+fn cluster_policies_apply_everywhere() {
+    let p = set(&[(
+        &format!("{CLUSTER_NAMESPACE}/readers"),
+        r#"permit(principal in r5e::Group::"auditors", action == r5e::Action::"get", resource);"#,
+    )]);
+    let eve = user("eve", &["auditors"]);
+    for ns in ["a", "b", ""] {
+        assert!(p.evaluate(&eve, Action::Get, &target("Graph", ns, "g", &[], json!({}))).allowed, "{ns}");
+    }
+    let p = set(&[
+        (&format!("{CLUSTER_NAMESPACE}/readers"), r#"permit(principal in r5e::Group::"auditors", action == r5e::Action::"get", resource);"#),
+        ("a/deny", "forbid(principal, action, resource);"),
+    ]);
+    assert!(!p.evaluate(&eve, Action::Get, &target("Graph", "a", "g", &[], json!({}))).allowed);
+    assert!(p.evaluate(&eve, Action::Get, &target("Graph", "b", "g", &[], json!({}))).allowed);
+}
+
+#[test]
+fn a_permit_that_needs_the_object_leaves_a_decision_on_the_request_open() {
+    let p = set(&[(
+        "a/labelled",
+        r#"permit(principal in r5e::Group::"team-a", action, resource) when { resource.labels.team == "a" };"#,
+    )]);
+    let alice = user("alice", &["team-a"]);
+    let bare = target("Graph", "a", "g", &[], json!({}));
+    let d = p.evaluate(&alice, Action::Update, &bare);
+    assert!(!d.allowed && d.conditional, "{d:?}");
+    let d = p.evaluate(&alice, Action::Update, &target("Graph", "a", "g", &[("team", "a")], json!({})));
+    assert!(d.allowed && !d.conditional);
+    let d = p.evaluate(&alice, Action::Update, &target("Graph", "a", "g", &[("team", "b")], json!({})));
+    assert!(!d.allowed && !d.conditional);
+    // Nothing applies at all: a plain refusal.
+    let d = p.evaluate(&user("bob", &[]), Action::Update, &bare);
+    assert!(!d.allowed && !d.conditional);
+}

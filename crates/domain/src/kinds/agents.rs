@@ -188,6 +188,7 @@ pub struct CommandHarness {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
     /// Wall-clock limit per session, in seconds.
+    #[schemars(range(min = 1, max = 604800))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
     /// Output beyond this many bytes is refused and the session fails.
@@ -297,6 +298,7 @@ pub struct ToolCommand {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     /// Wall-clock limit per call, in seconds.
+    #[schemars(range(min = 1, max = 604800))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
 }

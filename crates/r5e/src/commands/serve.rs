@@ -33,6 +33,10 @@ pub struct Listen {
     /// How many events back a watch may start; older ones get `410 Gone`.
     #[arg(long, default_value_t = api::DEFAULT_WATCH_WINDOW)]
     pub watch_window: u64,
+    /// Writes per second each identity may make over the API (in bursts of twice that); 0 for no
+    /// limit. Beyond it a client gets `429 Too Many Requests` with `Retry-After`.
+    #[arg(long, default_value_t = api::DEFAULT_WRITES_PER_SECOND)]
+    pub write_rate_limit: u32,
     /// Serve the API only, without running the execution plane (controllers and sessions).
     #[arg(long)]
     pub no_controllers: bool,
@@ -71,6 +75,7 @@ pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
         watch_window: listen.watch_window,
         bookmark_interval: BOOKMARK_INTERVAL,
         metrics: Default::default(),
+        write_limit: api::RateLimit::per_second(listen.write_rate_limit),
     };
     let app = api::router(state);
     if listen.plain_http {

@@ -28,6 +28,9 @@ pub enum TokenCommand {
         /// The token is for a service account `namespace/name`.
         #[arg(long)]
         service_account: bool,
+        /// The token stops working this many seconds from now (open watches end then too).
+        #[arg(long)]
+        expires_in: Option<u32>,
     },
     /// List tokens (never the tokens themselves).
     List {
@@ -75,6 +78,7 @@ pub fn bootstrap_admin(dir: &Path) -> Result<String> {
         name: "admin".into(),
         groups: vec!["admins".into()],
         revoked: false,
+        expires_at: None,
     });
     write_token_file(&file(dir), &records).context("cannot write the token file")?;
     write_private(&path, format!("{token}\n").as_bytes())
@@ -84,7 +88,7 @@ pub fn bootstrap_admin(dir: &Path) -> Result<String> {
 
 pub fn run(command: TokenCommand) -> Result<ExitCode> {
     match command {
-        TokenCommand::Create { data, name, groups, service_account } => {
+        TokenCommand::Create { data, name, groups, service_account, expires_in } => {
             let kind = if service_account { "serviceaccount" } else { "user" };
             if service_account && !name.contains('/') {
                 bail!("a service account is named `namespace/name`, not `{name}`");
@@ -98,6 +102,7 @@ pub fn run(command: TokenCommand) -> Result<ExitCode> {
                 name,
                 groups,
                 revoked: false,
+                expires_at: expires_in.map(|s| chrono::Utc::now() + chrono::Duration::seconds(i64::from(s))),
             });
             write_token_file(&file(&data.data_dir), &records)?;
             println!("{token}");
