@@ -211,10 +211,8 @@ mod tests {
             out,
             json!({"metadata": {"labels": {"team": "docs"}}, "spec": {"list": [9, 2, 3], "copy": [9, 2, 3]}})
         );
-        assert!(
-            matches!(json_patch(&doc, &json!([{"op": "test", "path": "/spec/list/0", "value": 5}]), 1 << 20),
-                     Err(PatchError::Invalid(m)) if m.contains("test failed"))
-        );
+        assert!(matches!(json_patch(&doc, &json!([{"op": "test", "path": "/spec/list/0", "value": 5}]), 1 << 20),
+                     Err(PatchError::Invalid(m)) if m.contains("test failed")));
         assert!(json_patch(&doc, &json!([{"op": "remove", "path": "/nope/x"}]), 1 << 20).is_err());
         assert!(json_patch(&doc, &json!({"op": "add"}), 1 << 20).is_err());
     }

@@ -104,7 +104,9 @@ async fn resource(
             state.admission.authorize_request(who, Action::Get, &key(name)).await?;
             state.admission.authorize_request(who, status_action(status), &key(name)).await?
         }
-        (&Method::DELETE, Some(name), false) => state.admission.authorize_request(who, Action::Delete, &key(name)).await?,
+        (&Method::DELETE, Some(name), false) => {
+            state.admission.authorize_request(who, Action::Delete, &key(name)).await?
+        }
         _ => {}
     }
     if dry_run && method != Method::GET {
@@ -425,17 +427,17 @@ async fn delete_preconditions(
     {
         return Err(Error::BadRequest("send a dry-run delete as `?dryRun=All`".into()));
     }
-    let mut expected = match options.pointer("/preconditions/resourceVersion") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(rv)) => Some(
-            rv.parse::<u64>()
-                .map_err(|_| Error::BadRequest(format!("preconditions.resourceVersion `{}` is not valid", shorten(rv))))?,
-        ),
-        Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(|| {
-            Error::BadRequest(format!("preconditions.resourceVersion {n} is not a valid resourceVersion"))
-        })?),
-        Some(_) => return Err(Error::BadRequest("preconditions.resourceVersion must be a string".into())),
-    };
+    let mut expected =
+        match options.pointer("/preconditions/resourceVersion") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(rv)) => Some(rv.parse::<u64>().map_err(|_| {
+                Error::BadRequest(format!("preconditions.resourceVersion `{}` is not valid", shorten(rv)))
+            })?),
+            Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(|| {
+                Error::BadRequest(format!("preconditions.resourceVersion {n} is not a valid resourceVersion"))
+            })?),
+            Some(_) => return Err(Error::BadRequest("preconditions.resourceVersion must be a string".into())),
+        };
     match options.pointer("/preconditions/uid") {
         None | Some(Value::Null) => {}
         Some(Value::String(uid)) => {

@@ -24,7 +24,10 @@ pub fn inexact_integer(v: &Value) -> Option<String> {
     fn walk(v: &Value, path: &mut String) -> bool {
         match v {
             Value::Number(n) => {
-                let big = n.as_u64().map(|u| u > MAX_EXACT_INTEGER).or_else(|| n.as_i64().map(|i| i.unsigned_abs() > MAX_EXACT_INTEGER));
+                let big = n
+                    .as_u64()
+                    .map(|u| u > MAX_EXACT_INTEGER)
+                    .or_else(|| n.as_i64().map(|i| i.unsigned_abs() > MAX_EXACT_INTEGER));
                 big.unwrap_or(false)
             }
             Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
@@ -141,7 +144,10 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {
-        assert_eq!(parse_strict(br#"{"a": [1, {"b": 2}], "c": null}"#).unwrap(), json!({"a": [1, {"b": 2}], "c": null}));
+        assert_eq!(
+            parse_strict(br#"{"a": [1, {"b": 2}], "c": null}"#).unwrap(),
+            json!({"a": [1, {"b": 2}], "c": null})
+        );
         let e = parse_strict(br#"{"kind": "Graph", "kind": "Policy"}"#).unwrap_err();
         assert!(e.to_string().contains("`kind` appears twice"), "{e}");
         assert!(parse_strict(br#"{"spec": {"x": {"y": 1, "y": 2}}}"#).is_err());

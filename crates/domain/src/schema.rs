@@ -23,10 +23,21 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// The longest path or message a [`FieldError`] keeps, in characters: errors quote what a client
+/// sent, and must not echo a large value back to it or into the audit log.
+pub const MAX_ERROR_TEXT: usize = 256;
+
 impl FieldError {
-    /// An error at `path`.
+    /// An error at `path`, each part cut to [`MAX_ERROR_TEXT`] characters.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { path: path.into(), message: message.into() }
+        FieldError { path: bounded(path.into()), message: bounded(message.into()) }
+    }
+}
+
+fn bounded(text: String) -> String {
+    match text.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text,
     }
 }
 
@@ -112,10 +123,18 @@ pub fn check_metadata(resource: &Value, namespaced: bool) -> Vec<FieldError> {
     errors
 }
 
+/// The most errors one report lists; past that, one more says how many were left out.
+pub const MAX_ERRORS: usize = 32;
+
 fn finish(mut errors: Vec<FieldError>) -> Result<(), Vec<FieldError>> {
     // Sorted by path, so that the same input always gets the same report.
     errors.sort();
     errors.dedup();
+    if errors.len() > MAX_ERRORS {
+        let more = errors.len() - MAX_ERRORS;
+        errors.truncate(MAX_ERRORS);
+        errors.push(FieldError::new("", format!("and {more} more errors")));
+    }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 

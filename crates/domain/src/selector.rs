@@ -281,7 +281,10 @@ impl FromStr for Selector {
             return Err(ParseError {
                 input: input.to_string(),
                 position: MAX_SELECTOR_BYTES,
-                message: format!("a selector may be at most {MAX_SELECTOR_BYTES} bytes long (this one has {})", input.len()),
+                message: format!(
+                    "a selector may be at most {MAX_SELECTOR_BYTES} bytes long (this one has {})",
+                    input.len()
+                ),
             });
         }
         let mut p = Parser { lexer: Lexer { chars: input.char_indices().peekable(), len: input.len() }, peeked: None };

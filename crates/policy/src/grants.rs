@@ -6,7 +6,7 @@
 //! conditions only narrow what it permits, so they are ignored; an unconstrained action or
 //! resource stands for every action or every kind.
 
-use cedar_policy::{ActionConstraint, EntityUid, Effect, ResourceConstraint};
+use cedar_policy::{ActionConstraint, Effect, EntityUid, ResourceConstraint};
 
 use crate::{Action, Error, parse_source};
 

@@ -135,7 +135,9 @@ impl PolicySet {
             let parsed = parse_source(name, text)?;
             if namespace == CLUSTER_NAMESPACE {
                 for policy in parsed {
-                    global.add(policy).map_err(|e| Error::Invalid { source_name: name.clone(), message: e.to_string() })?;
+                    global
+                        .add(policy)
+                        .map_err(|e| Error::Invalid { source_name: name.clone(), message: e.to_string() })?;
                 }
             } else {
                 by_namespace.entry(namespace).or_default().extend(parsed);

@@ -178,7 +178,10 @@ fn cluster_policies_apply_everywhere() {
         assert!(p.evaluate(&eve, Action::Get, &target("Graph", ns, "g", &[], json!({}))).allowed, "{ns}");
     }
     let p = set(&[
-        (&format!("{CLUSTER_NAMESPACE}/readers"), r#"permit(principal in r5e::Group::"auditors", action == r5e::Action::"get", resource);"#),
+        (
+            &format!("{CLUSTER_NAMESPACE}/readers"),
+            r#"permit(principal in r5e::Group::"auditors", action == r5e::Action::"get", resource);"#,
+        ),
         ("a/deny", "forbid(principal, action, resource);"),
     ]);
     assert!(!p.evaluate(&eve, Action::Get, &target("Graph", "a", "g", &[], json!({}))).allowed);
