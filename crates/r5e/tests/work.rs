@@ -100,11 +100,13 @@ spec: {{graphRef: {{name: g}}, description: release notes, workflowRef: {{name: 
 fn agent(name: &str, role: &str, script: &str, provider: &str, capabilities: &str) -> String {
     let program = if script.ends_with(".py") { "python3" } else { "sh" };
     let path = harnesses().join(script);
+    // Short for the agent that hangs, roomy for the others on a busy machine.
+    let timeout = if script == "hang.sh" { 2 } else { 30 };
     format!(
         "apiVersion: r5e.ai/v1alpha1
 kind: Harness
 metadata: {{name: {name}}}
-spec: {{type: command, command: {{program: {program}, args: [\"{}\"], timeoutSeconds: 2}}}}
+spec: {{type: command, command: {{program: {program}, args: [\"{}\"], timeoutSeconds: {timeout}}}}}
 ---
 apiVersion: r5e.ai/v1alpha1
 kind: Agent
