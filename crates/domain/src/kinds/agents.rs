@@ -187,7 +187,7 @@ pub struct CommandHarness {
     /// The directory it runs in, relative to the runtime's base directory; absent means that directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
-    /// Wall-clock limit per session, in seconds.
+    /// Wall-clock limit per session, in seconds (at most a week).
     #[schemars(range(min = 1, max = 604800))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
@@ -297,7 +297,7 @@ pub struct ToolCommand {
     /// Its arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// Wall-clock limit per call, in seconds.
+    /// Wall-clock limit per call, in seconds (at most a week).
     #[schemars(range(min = 1, max = 604800))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,

@@ -277,7 +277,7 @@ pub struct WorkflowStep {
     /// Tools the agent may call during this step (subject to its authority).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_refs: Vec<ObjectRef>,
-    /// The step's time limit per attempt, in seconds; absent means the harness's limit.
+    /// The step's time limit per attempt, in seconds (at most a week); absent means the harness's limit.
     #[schemars(range(min = 1, max = 604800))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
