@@ -135,8 +135,11 @@ async fn run_program(
     } else {
         command.program.clone()
     };
+    // A tool's program, like a harness, inherits nothing of the server's environment.
     let mut child = tokio::process::Command::new(&program)
         .args(&command.args)
+        .env_clear()
+        .envs(crate::harness::command::BASE_ENV.iter().copied())
         .current_dir(&ctx.config.base_dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -40,6 +40,11 @@ pub struct Subprocess {
     ended: Option<String>,
 }
 
+/// The environment every command harness starts from: enough to find programs and speak UTF-8,
+/// and nothing of the server's own.
+pub const BASE_ENV: &[(&str, &str)] =
+    &[("PATH", "/usr/local/bin:/usr/bin:/bin"), ("LANG", "C.UTF-8"), ("LC_ALL", "C.UTF-8")];
+
 /// Resolve `path` against `base` unless it is absolute.
 pub fn resolve(base: &Path, path: &str) -> std::path::PathBuf {
     let p = Path::new(path);
@@ -48,8 +53,9 @@ pub fn resolve(base: &Path, path: &str) -> std::path::PathBuf {
 
 impl Subprocess {
     /// Start `spec.program`. A program given as a relative path (with a `/`) is resolved against
-    /// `base_dir`, as is `workingDir` (which defaults to `base_dir`); `env` is added to the
-    /// inherited environment.
+    /// `base_dir`, as is `workingDir` (which defaults to `base_dir`). The harness inherits nothing
+    /// of r5e's environment (database URLs, provider keys): it gets [`BASE_ENV`], then the
+    /// Harness's declared `env`, then `env` (the protocol variables).
     pub fn start(spec: &CommandHarness, base_dir: &Path, env: &[(String, String)]) -> Result<Subprocess, Fault> {
         let program = if spec.program.contains('/') {
             resolve(base_dir, &spec.program).display().to_string()
@@ -59,6 +65,8 @@ impl Subprocess {
         let cwd = spec.working_dir.as_deref().map(|d| resolve(base_dir, d)).unwrap_or_else(|| base_dir.to_path_buf());
         let mut cmd = Command::new(&program);
         cmd.args(&spec.args)
+            .env_clear()
+            .envs(BASE_ENV.iter().copied())
             .envs(&spec.env)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(&cwd)
@@ -250,6 +258,27 @@ mod tests {
         assert!(matches!(h.next().await.unwrap(), Some(AgentMessage::Done { .. })));
         assert_eq!(h.next().await.unwrap(), None);
         assert_eq!(h.finish().await, "exited with status 0");
+    }
+
+    #[tokio::test]
+    async fn a_harness_inherits_none_of_the_servers_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        // Whatever the server holds (a database URL, provider keys), the harness sees only its own.
+        let script = r#"read line; echo "{\"type\":\"log\",\"message\":\"$(env | sort | tr '\n' ' ')\"}""#;
+        let mut spec = sh(script);
+        spec.env.insert("DECLARED".into(), "yes".into());
+        let mut h = Subprocess::start(&spec, dir.path(), &[("R5E_SESSION".into(), "s".into())]).unwrap();
+        h.send(&HostMessage::Reflect { reason: "x".into() }).await.unwrap();
+        let Some(AgentMessage::Log { message }) = h.next().await.unwrap() else { panic!("no log") };
+        let names: Vec<&str> = message.split_whitespace().filter_map(|kv| kv.split_once('=').map(|(k, _)| k)).collect();
+        for name in names.iter().filter(|n| !["PWD", "SHLVL", "_", "OLDPWD"].contains(n)) {
+            assert!(
+                ["PATH", "LANG", "LC_ALL", "DECLARED", "R5E_SESSION"].contains(name),
+                "the harness saw `{name}`: {message}"
+            );
+        }
+        assert!(message.contains("DECLARED=yes") && message.contains("R5E_SESSION=s"), "{message}");
+        assert!(std::env::vars().count() > 3, "the test process itself has an environment to leak");
     }
 
     #[tokio::test]
