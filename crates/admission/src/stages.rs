@@ -76,6 +76,7 @@ pub(crate) async fn run(
     let resource = schema_stage(store, op, object).await.map_err(|e| (e, Vec::new()))?;
     let mut reads = Reads { store, seen: HashMap::new() };
     if matches!(op, Operation::Create | Operation::Update) {
+        foreign_references(set, who, &resource).map_err(|e| (e, Vec::new()))?;
         refs_stage(&mut reads, &resource).await.map_err(|e| (e, Vec::new()))?;
     }
     crate::gates::check(&mut reads, op, &resource).await.map_err(|e| (e, Vec::new()))?;
@@ -216,6 +217,28 @@ async fn custom_kinds(store: &Store) -> Result<Vec<kinds::CustomKind>, Error> {
 /// Edges that say what a resource applies to rather than what it depends on: they are kept for
 /// traversal but need not exist yet (a Guideline may name a Workflow that names it back).
 const APPLIES_TO_EDGES: &[&str] = &["spec.appliesTo.workflows", "spec.tools"];
+
+/// A reference into another namespace is followed only for an actor who may read its target
+/// there: otherwise the refs stage would tell whether a hidden object exists, and authority
+/// narrowing what authority it holds. The answer is the same whether or not it exists.
+fn foreign_references(set: &Built, who: &Identity, resource: &Resource) -> Result<(), Error> {
+    let namespace = resource.metadata.namespace.clone().unwrap_or_default();
+    for r in storage::references(resource) {
+        if r.target.namespace == namespace || authorize_request(set, who, policy::Action::Get, &r.target).is_ok() {
+            continue;
+        }
+        return Err(Error::Forbidden {
+            stage: Stage::Refs,
+            reason: format!(
+                "{} refers to {}, in another namespace, which {} may not read",
+                r.edge,
+                r.target,
+                who.actor()
+            ),
+        });
+    }
+    Ok(())
+}
 
 /// Stage 2: every referenced resource exists, owners match their uid, and authority only narrows.
 async fn refs_stage(reads: &mut Reads<'_>, resource: &Resource) -> Result<(), Error> {

@@ -451,3 +451,26 @@ fn writes_beyond_the_rate_limit_get_429_with_retry_after() {
     assert!(r.head.to_ascii_lowercase().contains("retry-after: 1"), "{}", r.head);
     assert_eq!(t.admin("GET", &path("w", "guidelines"), &Value::Null).code, 200);
 }
+
+#[test]
+fn a_reference_into_another_namespace_does_not_probe_it() {
+    let (t, alice) = two_teams();
+    let g = |name: &str| {
+        json!({"apiVersion": "r5e.ai/v1alpha1", "kind": "Graph", "metadata": {"name": name},
+                                "spec": {"authority": {"capabilities": ["fs.read"]}}})
+    };
+    assert_eq!(t.admin("POST", &path("team-b", "graphs"), &g("hidden")).code, 201);
+    for target in ["hidden", "missing"] {
+        let node = json!({"apiVersion": "r5e.ai/v1alpha1", "kind": "Node", "metadata": {"name": format!("n-{target}")},
+                          "spec": {"graphRef": {"name": target, "namespace": "team-b"},
+                                   "authority": {"capabilities": ["fs.write"]}}});
+        let r = t.call("POST", &path("team-a", "nodes"), &alice, "application/json", &node);
+        assert_eq!(r.code, 403, "{target}: {}", r.body);
+        assert!(
+            r.json()["message"].as_str().unwrap().contains("in another namespace, which user:alice may not read"),
+            "{}",
+            r.body
+        );
+        assert!(!r.body.contains("fs.read"), "{}", r.body);
+    }
+}
