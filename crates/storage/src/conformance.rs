@@ -727,6 +727,24 @@ pub async fn cas_corrupt_blob_is_refused(f: &dyn CasFixture) {
     }
 }
 
+/// Storing the right bytes over a corrupt blob repairs it, whether the copy was changed in place,
+/// cut short or emptied; storing them over an intact blob leaves it as it is.
+pub async fn cas_store_repairs_a_corrupt_blob(f: &dyn CasFixture) {
+    let c = cas(f).await;
+    let real = b"the real bytes".to_vec();
+    let d = c.store(real.clone()).await.unwrap();
+    for damage in [&b"the fake bytes"[..], b"the real", b""] {
+        f.corrupt(&d, damage).await;
+        assert!(matches!(c.resolve(&d).await, Err(Error::Corrupt(_))), "the damage is seen first");
+        assert_eq!(c.store(real.clone()).await.unwrap(), d);
+        assert_eq!(c.resolve(&d).await.unwrap(), real, "the blob is whole again after {damage:?}");
+        // A second handle (another process) sees the repaired blob too.
+        assert_eq!(cas(f).await.resolve(&d).await.unwrap(), real);
+    }
+    assert_eq!(c.store(real.clone()).await.unwrap(), d);
+    assert_eq!(c.list_digests().await.unwrap(), vec![d]);
+}
+
 /// Expand the Graph Storage + Event Log suite into one test per case. `$fixture` is an
 /// expression whose value is a future of `Option<impl Fixture>`; `None` skips the case (the
 /// fixture says why).
@@ -750,7 +768,8 @@ macro_rules! graph_and_log_conformance {
 macro_rules! cas_conformance {
     ($fixture:expr) => {
         $crate::conformance_cases!($fixture;
-            cas_round_trip, cas_idempotent_list_delete, cas_concurrent_stores, cas_corrupt_blob_is_refused);
+            cas_round_trip, cas_idempotent_list_delete, cas_concurrent_stores, cas_corrupt_blob_is_refused,
+            cas_store_repairs_a_corrupt_blob);
     };
 }
 
