@@ -56,8 +56,7 @@ impl CasBackend for FsCas {
         let dir = self.blobs.clone();
         blocking(move || {
             let write = || -> std::io::Result<()> {
-                let mut file =
-                    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+                let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
                 file.write_all(&bytes)?;
                 file.sync_all()?;
                 // The rename replaces a corrupt copy atomically; two writers of the same blob
