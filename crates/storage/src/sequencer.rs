@@ -36,8 +36,7 @@ struct Request {
 pub(crate) struct Sequencer {
     queue: mpsc::Sender<Request>,
     head: watch::Receiver<u64>,
-    counters: Arc<Counters>,
-    health: Arc<Health>,
+    shared: Arc<Shared>,
 }
 
 /// How much group commit is happening: committed transactions and the entries they carried.
@@ -49,10 +48,12 @@ pub struct CommitStats {
     pub entries: u64,
 }
 
+/// What the sequencer task and its handles share: the commit counters and the write health.
 #[derive(Debug, Default)]
-struct Counters {
+struct Shared {
     batches: AtomicU64,
     entries: AtomicU64,
+    health: Health,
 }
 
 /// Whether writes are working, as far as the last commit or probe knows.
@@ -107,10 +108,9 @@ impl Sequencer {
     pub(crate) fn start(backend: Arc<dyn LogBackend>, initial_head: u64) -> Self {
         let (queue, rx) = mpsc::channel(MAX_BATCH);
         let (head_tx, head) = watch::channel(initial_head);
-        let counters = Arc::new(Counters::default());
-        let health = Arc::new(Health::default());
-        tokio::spawn(run(backend, rx, head_tx, counters.clone(), health.clone()));
-        Sequencer { queue, head, counters, health }
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(run(backend, rx, head_tx, shared.clone()));
+        Sequencer { queue, head, shared }
     }
 
     /// Commit `entries` in order, in one transaction with whatever else is waiting. The outer
@@ -133,32 +133,32 @@ impl Sequencer {
     /// Transactions and entries committed through this sequencer so far.
     pub(crate) fn stats(&self) -> CommitStats {
         CommitStats {
-            batches: self.counters.batches.load(Ordering::Relaxed),
-            entries: self.counters.entries.load(Ordering::Relaxed),
+            batches: self.shared.batches.load(Ordering::Relaxed),
+            entries: self.shared.entries.load(Ordering::Relaxed),
         }
     }
 
     /// The error of the last commit, if it failed and nothing has succeeded since.
     pub(crate) fn write_failure(&self) -> Option<Error> {
-        self.health.failure().map(|(f, _)| f)
+        self.shared.health.failure().map(|(f, _)| f)
     }
 
     /// `Ok` while writes work. After a failed commit, probe `backend` (at most once per
     /// [`PROBE_INTERVAL`], one probe at a time) and stay failed until a probe or a commit
     /// succeeds.
     pub(crate) async fn check_writable(&self, backend: &dyn LogBackend) -> Result<()> {
-        if self.health.failure().is_none() {
+        if self.shared.health.failure().is_none() {
             return Ok(());
         }
-        let mut last = self.health.last_probe.lock().await;
+        let mut last = self.shared.health.last_probe.lock().await;
         // Another probe, or a commit, may have settled it while this one waited.
-        let Some((failure, commits)) = self.health.failure() else { return Ok(()) };
+        let Some((failure, commits)) = self.shared.health.failure() else { return Ok(()) };
         if last.is_some_and(|at| at.elapsed() < PROBE_INTERVAL) {
             return Err(unwritable(&failure));
         }
         *last = Some(Instant::now());
         let probed = backend.probe().await;
-        let mut state = self.health.state.lock().expect("health lock");
+        let mut state = self.shared.health.state.lock().expect("health lock");
         if state.commits != commits {
             // A commit finished meanwhile: its outcome is newer than the probe's.
             return state.failure.as_ref().map_or(Ok(()), |f| Err(unwritable(f)));
@@ -182,8 +182,7 @@ async fn run(
     backend: Arc<dyn LogBackend>,
     mut rx: mpsc::Receiver<Request>,
     head: watch::Sender<u64>,
-    counters: Arc<Counters>,
-    health: Arc<Health>,
+    shared: Arc<Shared>,
 ) {
     while let Some(first) = rx.recv().await {
         // Let writers that were just answered queue their next entries before the batch closes:
@@ -209,10 +208,10 @@ async fn run(
         }
         match backend.commit(batch).await {
             Ok(results) => {
-                health.record(None);
+                shared.health.record(None);
                 let written = results.iter().filter(|r| r.is_ok()).count() as u64;
-                counters.batches.fetch_add(1, Ordering::Relaxed);
-                counters.entries.fetch_add(written, Ordering::Relaxed);
+                shared.batches.fetch_add(1, Ordering::Relaxed);
+                shared.entries.fetch_add(written, Ordering::Relaxed);
                 if let Some(last) = results.iter().rev().find_map(|r| r.as_ref().ok()) {
                     head.send_if_modified(|h| {
                         let newer = last.event.seq > *h;
@@ -229,7 +228,7 @@ async fn run(
             }
             Err(e) => {
                 tracing::warn!(error = %e, entries = count, "batch commit failed; nothing was written");
-                health.record(Some(e.clone()));
+                shared.health.record(Some(e.clone()));
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
