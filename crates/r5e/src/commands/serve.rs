@@ -45,7 +45,7 @@ pub struct Listen {
 const DRAIN: Duration = Duration::from_secs(10);
 
 pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
-    std::fs::create_dir_all(&data.data_dir).with_context(|| format!("cannot create {}", data.data_dir.display()))?;
+    crate::private::prepare_data_dir(&data.data_dir)?;
     let store = open_store(data).await?;
     let admin_token = token::bootstrap_admin(&data.data_dir)?;
     let tokens = Tokens::from_file(&token::file(&data.data_dir)).context("cannot read the token file")?;
