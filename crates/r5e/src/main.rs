@@ -3,6 +3,7 @@
 
 mod backends;
 mod commands;
+mod listener;
 mod manifests;
 mod output;
 mod private;
