@@ -103,8 +103,12 @@ async fn openapi_group_version(
     discovery::openapi_group_version(&state, &group, &version).await
 }
 
-/// Ready when the store answers.
+/// Ready when the store answers and can write: after a failed commit (a full disk), `503` with
+/// a `Status` saying so, until a write or the store's own probe (at most one a second, whoever
+/// asks) succeeds again.
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Result<&'static str, Error> {
-    state.admission.store().events.head().await?;
+    let events = &state.admission.store().events;
+    events.head().await?;
+    events.check_writable().await?;
     Ok("ok")
 }

@@ -3,8 +3,10 @@
 
 mod backends;
 mod commands;
+mod listener;
 mod manifests;
 mod output;
+mod private;
 mod tls;
 
 use std::path::PathBuf;
@@ -25,7 +27,7 @@ struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 struct DataDir {
     /// The data directory: the blob store, and the embedded SQLite database unless
-    /// `--database-url` is given.
+    /// `--database-url` is given. Made private to this user (0700) by commands that write.
     #[arg(long, env = "R5E_DATA_DIR", default_value = ".r5e")]
     data_dir: PathBuf,
     /// Keep resources and events in Postgres (`postgres://user:password@host/db`) instead of the
@@ -170,6 +172,8 @@ fn quiet_on_closed_stdout() {
 }
 
 fn main() -> ExitCode {
+    // Before anything is created: what r5e writes is its user's alone (see `private`).
+    private::restrict_umask();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("R5E_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

@@ -274,6 +274,29 @@ fn cas_put_get_ls_and_a_corrupt_blob() {
     assert!(text(&bad.stderr).contains("64 lower-case hex"), "{}", text(&bad.stderr));
 }
 
+#[test]
+fn cas_put_of_the_right_bytes_repairs_a_corrupt_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let file = dir.path().join("notes.md");
+    std::fs::write(&file, "# 2.4\n- faster lists\n").unwrap();
+    let put = r5e(&["cas", "put", "--data-dir", d, file.to_str().unwrap()]);
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let digest = text(&put.stdout).split_whitespace().next().unwrap().to_string();
+    let blob = data.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    std::fs::write(&blob, "# 2.4\n- faster listz\n").unwrap();
+    assert_eq!(r5e(&["cas", "get", "--data-dir", d, &digest]).status.code(), Some(2), "the damage is seen");
+
+    let again = r5e(&["cas", "put", "--data-dir", d, file.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).starts_with(&digest), "{}", text(&again.stdout));
+    let get = r5e(&["cas", "get", "--data-dir", d, &digest]);
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    assert_eq!(get.stdout, std::fs::read(&file).unwrap(), "the blob holds the right bytes again");
+    assert_eq!(std::fs::read(&blob).unwrap(), std::fs::read(&file).unwrap());
+}
+
 #[tokio::test]
 async fn the_main_job_on_postgres() {
     let Some(url) = storage_postgres::testing::fresh_database_url().await else { return };

@@ -22,7 +22,7 @@ fn key_arrays<'a>(keys: impl Iterator<Item = &'a ObjectKey>) -> (Vec<String>, Ve
 }
 
 /// The stored resourceVersion of each key (`None` where absent), read inside the write lock.
-pub(crate) async fn versions(tx: &mut Tx, keys: &[ObjectKey]) -> Result<HashMap<ObjectKey, Option<u64>>> {
+pub(crate) async fn versions(tx: &mut Tx<'_>, keys: &[ObjectKey]) -> Result<HashMap<ObjectKey, Option<u64>>> {
     let mut out: HashMap<ObjectKey, Option<u64>> = keys.iter().map(|k| (k.clone(), None)).collect();
     if keys.is_empty() {
         return Ok(out);
@@ -49,7 +49,7 @@ pub(crate) async fn versions(tx: &mut Tx, keys: &[ObjectKey]) -> Result<HashMap<
 /// Write the graph rows of a planned batch: only the last write to each key matters, so every
 /// touched key's edges are cleared, removed keys deleted, and the final objects upserted, each
 /// as one statement.
-pub(crate) async fn apply(tx: &mut Tx, prepared: &[Prepared]) -> Result<()> {
+pub(crate) async fn apply(tx: &mut Tx<'_>, prepared: &[Prepared]) -> Result<()> {
     let mut last: HashMap<ObjectKey, &Write> = HashMap::new();
     let mut order: Vec<ObjectKey> = Vec::new();
     for p in prepared {

@@ -43,6 +43,24 @@ impl Fixture for Postgres {
         sqlx::query("ALTER TABLE events ENABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
         tx.commit().await.unwrap();
     }
+
+    /// A full disk is every change to `chain_head` (which each commit makes) failing with the
+    /// error Postgres raises when it cannot extend a file: SQLSTATE 53100, `disk_full`.
+    async fn fill_disk(&self, full: bool) {
+        let pool = PgPoolOptions::new().max_connections(1).connect_with(self.options.clone()).await.unwrap();
+        let sql: &[&str] = match full {
+            true => &[
+                "CREATE FUNCTION test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$",
+                "CREATE TRIGGER test_disk_full BEFORE UPDATE ON chain_head \
+                 FOR EACH STATEMENT EXECUTE FUNCTION test_disk_full()",
+            ],
+            false => &["DROP TRIGGER test_disk_full ON chain_head", "DROP FUNCTION test_disk_full()"],
+        };
+        for s in sql {
+            sqlx::query(*s).execute(&pool).await.unwrap();
+        }
+    }
 }
 
 storage::graph_and_log_conformance!(postgres());

@@ -5,19 +5,26 @@
 //! `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock first, reads the chain head under
 //! it, and writes every event with its resource rows, so several processes on one file still
 //! build one chain.
+//!
+//! Writes go through one connection of their own, apart from the pool that serves reads. A
+//! write that fails throws that connection away and the next one opens a fresh one: SQLite may
+//! roll back a transaction by itself on some errors (`database or disk is full`), after which a
+//! connection kept as it was would still count itself inside a transaction and refuse every
+//! later `BEGIN`.
 
 mod selector_sql;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::chain::ChainHead;
 use domain::{Digest, ObjectKey, Resource};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use storage::{
     Committed, Direction, Entry, Error, EventQuery, GraphBackend, Hit, ListQuery, LogBackend, Result, StoredEvent,
     TraverseQuery, Write,
@@ -27,6 +34,48 @@ use storage::{
 #[derive(Clone, Debug)]
 pub struct SqliteBackend {
     pool: SqlitePool,
+    writer: Arc<tokio::sync::Mutex<Writer>>,
+}
+
+/// The connection that writes, opened when first needed and again after a failed write.
+struct Writer {
+    options: SqliteConnectOptions,
+    conn: Option<SqliteConnection>,
+    /// A cap on the file's size in pages (SQLite's `max_page_count`), set by tests to make the
+    /// disk look full.
+    max_pages: Option<u64>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("open", &self.conn.is_some()).field("max_pages", &self.max_pages).finish()
+    }
+}
+
+impl Writer {
+    /// The open connection, or a new one. Whoever takes it gives it back only if it is clean.
+    async fn take(&mut self) -> Result<SqliteConnection> {
+        if let Some(conn) = self.conn.take() {
+            return Ok(conn);
+        }
+        let mut conn = self.options.connect().await.map_err(db)?;
+        if let Some(pages) = self.max_pages {
+            sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {pages}")))
+                .execute(&mut conn)
+                .await
+                .map_err(db)?;
+        }
+        Ok(conn)
+    }
+
+    /// Keep `conn` for the next write if the last one succeeded; otherwise drop it (closing it
+    /// rolls back whatever SQLite left open) so that the next write starts on a fresh one.
+    fn give_back<T>(&mut self, conn: SqliteConnection, outcome: &Result<T>) {
+        match outcome {
+            Ok(_) => self.conn = Some(conn),
+            Err(e) => tracing::debug!(error = %e, "a write failed; its connection is closed"),
+        }
+    }
 }
 
 fn db(e: sqlx::Error) -> Error {
@@ -50,25 +99,36 @@ impl SqliteBackend {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
             .map_err(|e| Error::Unavailable(format!("cannot migrate {}: {e}", path.display())))?;
-        Ok(SqliteBackend { pool })
+        let writer = Writer { options, conn: None, max_pages: None };
+        Ok(SqliteBackend { pool, writer: Arc::new(tokio::sync::Mutex::new(writer)) })
     }
 
     /// The underlying pool (for tests and benchmarks that need raw SQL on the same file).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// Cap the database file at `pages` pages for this handle's writes (`None`: no cap): a write
+    /// that needs more fails with `database or disk is full`, as on a full disk. For tests that
+    /// need a full disk; a cap below the file's size holds it at its size.
+    pub async fn set_max_pages(&self, pages: Option<u64>) {
+        let mut writer = self.writer.lock().await;
+        writer.max_pages = pages;
+        // The next write opens a connection with the new cap.
+        writer.conn = None;
+    }
 }
 
-type Tx = sqlx::Transaction<'static, Sqlite>;
+type Tx<'c> = sqlx::Transaction<'c, Sqlite>;
 
-async fn read_head(tx: &mut Tx) -> Result<ChainHead> {
+async fn read_head(tx: &mut Tx<'_>) -> Result<ChainHead> {
     let row = sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut **tx)
         .await
@@ -87,7 +147,7 @@ async fn read_head(tx: &mut Tx) -> Result<ChainHead> {
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// The stored resourceVersion of each of `keys` (`None`: absent), in one query per chunk.
-async fn stored_versions(tx: &mut Tx, keys: &[ObjectKey]) -> Result<HashMap<ObjectKey, Option<u64>>> {
+async fn stored_versions(tx: &mut Tx<'_>, keys: &[ObjectKey]) -> Result<HashMap<ObjectKey, Option<u64>>> {
     let mut versions: HashMap<ObjectKey, Option<u64>> = keys.iter().map(|k| (k.clone(), None)).collect();
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
@@ -109,7 +169,7 @@ async fn stored_versions(tx: &mut Tx, keys: &[ObjectKey]) -> Result<HashMap<Obje
 }
 
 /// Remove the rows of `keys` from `table`, in one statement per chunk.
-async fn delete_keys(tx: &mut Tx, table: &str, keys: &[&ObjectKey]) -> Result<()> {
+async fn delete_keys(tx: &mut Tx<'_>, table: &str, keys: &[&ObjectKey]) -> Result<()> {
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
         let mut q =
             QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} WHERE (kind, namespace, name) IN (VALUES "));
@@ -128,7 +188,7 @@ async fn delete_keys(tx: &mut Tx, table: &str, keys: &[&ObjectKey]) -> Result<()
 /// Insert `rows` into `insert` (`INSERT ... (columns) VALUES`), one statement per chunk, each row
 /// bound by `bind`.
 async fn insert_rows<T>(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     insert: &str,
     rows: &[T],
     bind: impl Fn(&mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, &T),
@@ -144,7 +204,7 @@ async fn insert_rows<T>(
 /// Write the graph rows of a batch: every key it touches loses its rows, then each key's final
 /// state (the last write to it in the batch) is inserted, with its labels and edges. A few
 /// multi-row statements per batch, however many entries it has.
-async fn write_graph_rows(tx: &mut Tx, prepared: &[storage::Prepared]) -> Result<()> {
+async fn write_graph_rows(tx: &mut Tx<'_>, prepared: &[storage::Prepared]) -> Result<()> {
     let mut last: HashMap<ObjectKey, &Write> = HashMap::new();
     let mut order: Vec<ObjectKey> = Vec::new();
     for w in prepared.iter().filter_map(|p| p.write.as_ref()) {
@@ -204,22 +264,54 @@ fn parse_resource(body: &str) -> Result<Resource> {
     serde_json::from_str(body).map_err(|e| Error::Corrupt(format!("stored resource cannot be parsed: {e}")))
 }
 
+/// Commit `batch` on `conn` in one `BEGIN IMMEDIATE` transaction.
+async fn write_batch(conn: &mut SqliteConnection, batch: Vec<Entry>) -> Result<Vec<Result<Committed>>> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    let head = read_head(&mut tx).await?;
+    let versions = stored_versions(&mut tx, &storage::mutated_keys(&batch)).await?;
+    let plan = storage::plan(head, batch, versions);
+    insert_rows(&mut tx, "INSERT INTO events (seq, type, subject, hash, body) ", &plan.prepared, |b, p| {
+        let event = &p.sealed.event;
+        b.push_bind(event.seq as i64).push_bind(event.type_.clone()).push_bind(event.subject.clone());
+        b.push_bind(event.hash.to_string()).push_bind(p.sealed.bytes.clone());
+    })
+    .await?;
+    write_graph_rows(&mut tx, &plan.prepared).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(plan.results)
+}
+
+/// A write that needs new pages and leaves nothing behind: a scratch table with a page of data,
+/// created and dropped in one committed transaction. It fails as a commit would on a full disk
+/// (or a cap on the file's size) and needs the same write lock.
+async fn write_probe(conn: &mut SqliteConnection) -> Result<()> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    for sql in [
+        "CREATE TABLE IF NOT EXISTS write_probe (pad BLOB)",
+        "INSERT INTO write_probe (pad) VALUES (zeroblob(4096))",
+        "DROP TABLE write_probe",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
+}
+
 #[async_trait]
 impl LogBackend for SqliteBackend {
     async fn commit(&self, batch: Vec<Entry>) -> Result<Vec<Result<Committed>>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let head = read_head(&mut tx).await?;
-        let versions = stored_versions(&mut tx, &storage::mutated_keys(&batch)).await?;
-        let plan = storage::plan(head, batch, versions);
-        insert_rows(&mut tx, "INSERT INTO events (seq, type, subject, hash, body) ", &plan.prepared, |b, p| {
-            let event = &p.sealed.event;
-            b.push_bind(event.seq as i64).push_bind(event.type_.clone()).push_bind(event.subject.clone());
-            b.push_bind(event.hash.to_string()).push_bind(p.sealed.bytes.clone());
-        })
-        .await?;
-        write_graph_rows(&mut tx, &plan.prepared).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(plan.results)
+        let mut writer = self.writer.lock().await;
+        let mut conn = writer.take().await?;
+        let outcome = write_batch(&mut conn, batch).await;
+        writer.give_back(conn, &outcome);
+        outcome
+    }
+
+    async fn probe(&self) -> Result<()> {
+        let mut writer = self.writer.lock().await;
+        let mut conn = writer.take().await?;
+        let outcome = write_probe(&mut conn).await;
+        writer.give_back(conn, &outcome);
+        outcome
     }
 
     async fn read(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {

@@ -10,6 +10,8 @@ use storage::{Backend, CasBackend, FsCas};
 
 struct Sqlite {
     dir: tempfile::TempDir,
+    /// Every backend opened, so that a full disk reaches all of them.
+    opened: std::sync::Mutex<Vec<SqliteBackend>>,
 }
 
 impl Sqlite {
@@ -19,13 +21,30 @@ impl Sqlite {
 }
 
 async fn sqlite() -> Option<Sqlite> {
-    Some(Sqlite { dir: tempfile::tempdir().unwrap() })
+    Some(Sqlite { dir: tempfile::tempdir().unwrap(), opened: Default::default() })
 }
 
 #[async_trait]
 impl Fixture for Sqlite {
     async fn open(&self) -> Arc<dyn Backend> {
-        Arc::new(SqliteBackend::open(&self.path()).await.unwrap())
+        let backend = SqliteBackend::open(&self.path()).await.unwrap();
+        self.opened.lock().unwrap().push(backend.clone());
+        Arc::new(backend)
+    }
+
+    /// A full disk is the file capped at the size it has now.
+    async fn fill_disk(&self, full: bool) {
+        let opened: Vec<SqliteBackend> = self.opened.lock().unwrap().clone();
+        let pages = match full {
+            true => {
+                let pool = opened[0].pool();
+                Some(sqlx::query_scalar::<_, i64>("PRAGMA page_count").fetch_one(pool).await.unwrap() as u64)
+            }
+            false => None,
+        };
+        for backend in opened {
+            backend.set_max_pages(pages).await;
+        }
     }
 
     async fn tamper(&self, edit: RowEdit) {

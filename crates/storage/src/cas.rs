@@ -11,15 +11,16 @@ use crate::{Error, Result};
 
 /// A place that keeps blobs by digest.
 ///
-/// Contract: `put` makes `bytes` durable under `digest` atomically (a reader never sees a partial
-/// blob) and is idempotent (returns `false` if the digest was already present, leaving it as is);
-/// the backend trusts the digest it is given. `get` returns the stored bytes or `None`; it does not
-/// verify them. `remove` returns whether something was removed. `digests` lists every stored
-/// digest in ascending order.
+/// Contract: `put` makes `bytes` durable under `digest` atomically, replacing whatever is stored
+/// under that digest (a reader sees the old bytes or the new ones, never a mix or a partial blob);
+/// the backend trusts the digest it is given, and the handle decides whether a write is needed.
+/// Concurrent `put`s of the same digest carry the same bytes, so either may win. `get` returns the
+/// stored bytes or `None`; it does not verify them. `remove` returns whether something was
+/// removed. `digests` lists every stored digest in ascending order.
 #[async_trait]
 pub trait CasBackend: Send + Sync + 'static {
-    /// Store `bytes` under `digest`.
-    async fn put(&self, digest: &Digest, bytes: Vec<u8>) -> Result<bool>;
+    /// Store `bytes` under `digest`, replacing what is there.
+    async fn put(&self, digest: &Digest, bytes: Vec<u8>) -> Result<()>;
     /// The bytes stored under `digest`.
     async fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>>;
     /// Whether `digest` is present.
@@ -48,9 +49,21 @@ impl Cas {
         Cas { backend }
     }
 
-    /// Store `bytes` and return their digest. Storing the same bytes again is a no-op.
+    /// Store `bytes` and return their digest. Storing bytes that are already stored intact
+    /// writes nothing; storing them over a corrupt copy (stored bytes that no longer hash to the
+    /// digest) replaces that copy, so putting the right bytes back repairs a blob.
     pub async fn store(&self, bytes: Vec<u8>) -> Result<Digest> {
         let (bytes, digest) = digest_off_thread(bytes).await?;
+        // The bytes given hash to `digest`, so a stored copy is intact exactly when it equals
+        // them: comparing is cheaper than hashing the copy again.
+        match self.backend.get(&digest).await {
+            Ok(Some(stored)) if stored == bytes => return Ok(digest),
+            Ok(Some(_)) => tracing::warn!(%digest, "the stored blob did not match its digest; rewriting it"),
+            Ok(None) => {}
+            // An unreadable copy is no better than a corrupt one: write the bytes again, and
+            // report the error of that write if it fails too.
+            Err(e) => tracing::warn!(%digest, error = %e, "cannot read the stored blob; rewriting it"),
+        }
         self.backend.put(&digest, bytes).await?;
         Ok(digest)
     }

@@ -1,7 +1,9 @@
 //! The filesystem CAS backend: blobs at `ROOT/blobs/sha256/<hex>` (the OCI image-layout shape),
-//! each written to a temporary file, fsynced, and renamed into place.
+//! each written to a temporary file, fsynced, and renamed into place. Directories are made 0700
+//! and blobs 0600: only the owner reads them.
 
 use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -23,7 +25,10 @@ impl FsCas {
         let blobs = root.join("blobs").join("sha256");
         let tmp = root.join("blobs").join("tmp");
         for dir in [&blobs, &tmp] {
-            std::fs::create_dir_all(dir)
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
                 .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
         Ok(FsCas { blobs, tmp })
@@ -45,19 +50,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 #[async_trait]
 impl CasBackend for FsCas {
-    async fn put(&self, digest: &Digest, bytes: Vec<u8>) -> Result<bool> {
+    async fn put(&self, digest: &Digest, bytes: Vec<u8>) -> Result<()> {
         let target = self.blob_path(digest);
-        if tokio::fs::try_exists(&target).await.map_err(|e| io(&target, e))? {
-            return Ok(false);
-        }
         let tmp = self.tmp.join(format!("{}.{}", digest.hex(), uuid::Uuid::now_v7()));
         let dir = self.blobs.clone();
         blocking(move || {
             let write = || -> std::io::Result<()> {
-                let mut file = std::fs::File::create(&tmp)?;
+                let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
                 file.write_all(&bytes)?;
                 file.sync_all()?;
-                // Two writers of the same blob both rename: same bytes, so either wins.
+                // The rename replaces a corrupt copy atomically; two writers of the same blob
+                // both rename the same bytes, so either may win.
                 std::fs::rename(&tmp, &target)?;
                 std::fs::File::open(&dir)?.sync_all()
             };
@@ -66,8 +69,7 @@ impl CasBackend for FsCas {
                 io(&tmp, e)
             })
         })
-        .await?;
-        Ok(true)
+        .await
     }
 
     async fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {

@@ -30,6 +30,9 @@ pub trait Fixture: Send + Sync + 'static {
     async fn open(&self) -> Arc<dyn Backend>;
     /// Replace the stored event rows with `edit(rows)`, bypassing every guard.
     async fn tamper(&self, edit: RowEdit);
+    /// Make writes through every backend this fixture opened fail as they do on a full disk
+    /// (`true`), or give the space back (`false`).
+    async fn fill_disk(&self, full: bool);
 }
 
 /// What a CAS backend provides to the suite.
@@ -663,6 +666,53 @@ pub async fn stored_bytes_verify_independently(f: &dyn Fixture) {
     assert_eq!(v.head(), s.events.head().await.unwrap());
 }
 
+/// On a full disk every write fails with `Unavailable` and the same cause (never for a
+/// transaction a failed write left behind), nothing is written, reads go on, and the store
+/// reports that it cannot write; once space is back a probe says so without any write, and
+/// writes succeed again on the same handle with no gap in the chain.
+pub async fn a_full_disk_fails_writes_until_space_returns(f: &dyn Fixture) {
+    let s = store(f).await;
+    let kept = s.graph.create(graph_res("default", "kept"), "user:test").await.unwrap();
+    let head = event_count(&s).await;
+    assert_eq!(s.events.write_failure(), None);
+    s.events.check_writable().await.unwrap();
+
+    f.fill_disk(true).await;
+    let big = |name: &str| Resource::new("Graph", Some("default"), name, json!({"description": "x".repeat(1 << 18)}));
+    let mut causes = Vec::new();
+    for i in 0..3 {
+        match s.graph.create(big(&format!("big-{i}")), "user:test").await {
+            Err(Error::Unavailable(cause)) => causes.push(cause),
+            other => panic!("a write on a full disk must fail as unavailable, got {other:?}"),
+        }
+    }
+    assert!(causes.iter().all(|c| *c == causes[0]), "every write fails for the disk, not for the last one: {causes:?}");
+    assert!(matches!(s.events.write_failure(), Some(Error::Unavailable(_))));
+    match s.events.check_writable().await {
+        Err(Error::Unavailable(m)) => assert!(m.contains("writes are failing"), "{m}"),
+        other => panic!("the probe must fail while the disk is full, got {other:?}"),
+    }
+    assert_eq!(s.graph.get(&kept.key()).await.unwrap(), kept, "reads go on");
+    assert_eq!(event_count(&s).await, head, "a failed write leaves no event");
+
+    f.fill_disk(false).await;
+    // Nobody writes: the probe alone must notice that space is back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(e) = s.events.check_writable().await {
+        assert!(std::time::Instant::now() < deadline, "still not writable 10 s after space came back: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.events.write_failure(), None);
+    assert_eq!(event_count(&s).await, head, "the probe writes no event");
+    for i in 0..3 {
+        let created = s.graph.create(big(&format!("big-{i}")), "user:test").await.unwrap();
+        assert_eq!(created.resource_version(), Some(head + 1 + i));
+    }
+    assert_eq!(s.events.verify_chain().await.unwrap().seq, head + 3);
+    // A second handle (another process) writes too.
+    store(f).await.graph.create(graph_res("default", "after"), "user:test").await.unwrap();
+}
+
 async fn cas(f: &dyn CasFixture) -> Cas {
     Cas::new(f.open().await)
 }
@@ -727,6 +777,24 @@ pub async fn cas_corrupt_blob_is_refused(f: &dyn CasFixture) {
     }
 }
 
+/// Storing the right bytes over a corrupt blob repairs it, whether the copy was changed in place,
+/// cut short or emptied; storing them over an intact blob leaves it as it is.
+pub async fn cas_store_repairs_a_corrupt_blob(f: &dyn CasFixture) {
+    let c = cas(f).await;
+    let real = b"the real bytes".to_vec();
+    let d = c.store(real.clone()).await.unwrap();
+    for damage in [&b"the fake bytes"[..], b"the real", b""] {
+        f.corrupt(&d, damage).await;
+        assert!(matches!(c.resolve(&d).await, Err(Error::Corrupt(_))), "the damage is seen first");
+        assert_eq!(c.store(real.clone()).await.unwrap(), d);
+        assert_eq!(c.resolve(&d).await.unwrap(), real, "the blob is whole again after {damage:?}");
+        // A second handle (another process) sees the repaired blob too.
+        assert_eq!(cas(f).await.resolve(&d).await.unwrap(), real);
+    }
+    assert_eq!(c.store(real.clone()).await.unwrap(), d);
+    assert_eq!(c.list_digests().await.unwrap(), vec![d]);
+}
+
 /// Expand the Graph Storage + Event Log suite into one test per case. `$fixture` is an
 /// expression whose value is a future of `Option<impl Fixture>`; `None` skips the case (the
 /// fixture says why).
@@ -741,7 +809,8 @@ macro_rules! graph_and_log_conformance {
             concurrent_writers_make_one_chain, two_handles_share_one_chain, reopen_continues_the_chain,
             query_filters, stream_replays_then_tails, tampering_modified_event_is_named,
             tampering_deleted_event_is_named, tampering_inserted_event_is_named,
-            tampering_reordered_events_are_named, stored_bytes_verify_independently);
+            tampering_reordered_events_are_named, stored_bytes_verify_independently,
+            a_full_disk_fails_writes_until_space_returns);
     };
 }
 
@@ -750,7 +819,8 @@ macro_rules! graph_and_log_conformance {
 macro_rules! cas_conformance {
     ($fixture:expr) => {
         $crate::conformance_cases!($fixture;
-            cas_round_trip, cas_idempotent_list_delete, cas_concurrent_stores, cas_corrupt_blob_is_refused);
+            cas_round_trip, cas_idempotent_list_delete, cas_concurrent_stores, cas_corrupt_blob_is_refused,
+            cas_store_repairs_a_corrupt_blob);
     };
 }
 

@@ -30,6 +30,12 @@ const PAGE: usize = 2048;
 ///   (`Err`, usually [`Error::Unavailable`]).
 /// - `read` returns stored events in seq order, exactly the bytes that were committed.
 /// - `head` returns the last seq and hash ([`ChainHead::GENESIS`] when empty).
+/// - `probe` makes a small durable write that changes nothing the store holds (no event, no
+///   resource) and returns its error if it fails: readiness calls it after a failed commit to
+///   learn when writes work again (space freed on a full disk), so it must fail whenever a commit
+///   would fail for lack of space or a read-only database, and be cheap.
+/// - A failed `commit` or `probe` leaves the backend as usable as before: the next call starts
+///   clean (no transaction left open on a connection).
 #[async_trait]
 pub trait LogBackend: Send + Sync + 'static {
     /// Commit a batch of entries (see the trait docs).
@@ -38,6 +44,8 @@ pub trait LogBackend: Send + Sync + 'static {
     async fn read(&self, query: &EventQuery) -> Result<Vec<StoredEvent>>;
     /// The current head of the chain.
     async fn head(&self) -> Result<ChainHead>;
+    /// Check that a write can be made durable now (see the trait docs).
+    async fn probe(&self) -> Result<()>;
     /// A wake-up for commits made through other handles or processes (the highest seq heard
     /// of), if the backend has one. Only a hint: streams always re-read by seq, and poll.
     fn wakeups(&self) -> Option<watch::Receiver<u64>>;
@@ -125,6 +133,20 @@ impl EventLog {
     /// work shows as far fewer batches than entries).
     pub fn stats(&self) -> crate::sequencer::CommitStats {
         self.sequencer.stats()
+    }
+
+    /// The error of the last commit through this handle's sequencer, if it failed and nothing
+    /// has succeeded since (a full disk, a database that went read-only).
+    pub fn write_failure(&self) -> Option<Error> {
+        self.sequencer.write_failure()
+    }
+
+    /// `Ok` while writes work as far as this process knows. After a failed commit it probes the
+    /// backend with a small write that changes nothing (at most once a second, so callers may
+    /// ask often) and answers [`Error::Unavailable`] until a probe or a commit succeeds: a
+    /// readiness check that turns ready again by itself once space is back.
+    pub async fn check_writable(&self) -> Result<()> {
+        self.sequencer.check_writable(self.backend.as_ref()).await
     }
 
     /// The current head: last seq (= number of events) and its hash.

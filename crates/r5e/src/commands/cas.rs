@@ -41,6 +41,7 @@ pub enum CasCommand {
 pub async fn run(command: CasCommand) -> Result<ExitCode> {
     match command {
         CasCommand::Put { data, files } => {
+            crate::private::prepare_data_dir(&data.data_dir)?;
             let cas = open_cas(&data.data_dir)?;
             for file in files {
                 let bytes = if file.as_os_str() == "-" {

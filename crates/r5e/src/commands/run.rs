@@ -33,6 +33,7 @@ fn operator() -> Identity {
 
 pub async fn run(path: &Path, data: &DataDir, timeout: Duration, lease: Duration) -> Result<ExitCode> {
     let manifests = manifests::in_reference_order(manifests::load(path, "default")?);
+    crate::private::prepare_data_dir(&data.data_dir)?;
     let admission = Arc::new(Admission::new(open_store(data).await?));
     let graphs: Vec<ObjectKey> = manifests.iter().map(|m| m.resource.key()).filter(|k| k.kind == "Graph").collect();
     let start_seq = admission.store().events.head().await?.seq;
@@ -49,7 +50,6 @@ pub async fn run(path: &Path, data: &DataDir, timeout: Duration, lease: Duration
     }
     let base = if path.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
     let base = std::fs::canonicalize(&base).with_context(|| format!("cannot resolve {}", base.display()))?;
-    std::fs::create_dir_all(&data.data_dir)?;
     let work_dir = std::fs::canonicalize(&data.data_dir)?.join("sessions");
     let config = Config { lease_ttl: lease, ..Config::new(base, work_dir) };
     let ctx = runtime::Context::new(admission.clone(), open_cas(&data.data_dir)?, config);

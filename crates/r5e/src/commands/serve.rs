@@ -13,7 +13,7 @@ use api::{AppState, Tokens};
 use crate::DataDir;
 use crate::backends::{open_cas, open_store};
 use crate::commands::token;
-use crate::tls;
+use crate::{listener, tls};
 
 /// How often a watch that asked for bookmarks gets one.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
@@ -43,20 +43,37 @@ pub struct Listen {
     /// Relative harness and tool programs are resolved against this directory.
     #[arg(long, default_value = ".")]
     pub base_dir: std::path::PathBuf,
+    /// Most connections open at once; more wait in the listen backlog until one closes.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds a client has to complete the TLS handshake before it is disconnected.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout_seconds: u64,
+    /// Seconds a client has to send its first bytes and, on HTTP/1, each request's headers
+    /// (an idle keep-alive connection is closed after it too).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_seconds: u64,
 }
 
-/// Longest wait for open connections to finish after a stop signal.
-const DRAIN: Duration = Duration::from_secs(10);
+impl Listen {
+    fn limits(&self) -> listener::Limits {
+        listener::Limits {
+            max_connections: self.max_connections as usize,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_seconds),
+            header_timeout: Duration::from_secs(self.header_timeout_seconds),
+        }
+    }
+}
 
 pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
-    std::fs::create_dir_all(&data.data_dir).with_context(|| format!("cannot create {}", data.data_dir.display()))?;
+    crate::private::prepare_data_dir(&data.data_dir)?;
     let store = open_store(data).await?;
     let admin_token = token::bootstrap_admin(&data.data_dir)?;
     let tokens = Tokens::from_file(&token::file(&data.data_dir)).context("cannot read the token file")?;
-    let listener = tokio::net::TcpListener::bind(&listen.listen)
+    let tcp = tokio::net::TcpListener::bind(&listen.listen)
         .await
         .with_context(|| format!("cannot listen on {}", listen.listen))?;
-    let addr = listener.local_addr()?;
+    let addr = tcp.local_addr()?;
     let admission = Arc::new(Admission::new(store));
     let runtime = match listen.no_controllers {
         true => None,
@@ -78,19 +95,20 @@ pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
         write_limit: api::RateLimit::per_second(listen.write_rate_limit),
     };
     let app = api::router(state);
-    if listen.plain_http {
+    let acceptor = if listen.plain_http {
         let server = format!("http://{addr}");
         write_kubeconfig(&data.data_dir, &kubeconfig(&server, &admin_token, None))?;
         announce(&server, &data.data_dir);
-        axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.context("the server failed")?;
+        None
     } else {
         let files = tls::ensure(&data.data_dir, &listen.tls_names)?;
         let acceptor = tls::acceptor(&files)?;
         let server = format!("https://{addr}");
         write_kubeconfig(&data.data_dir, &kubeconfig(&server, &admin_token, Some(&files.ca)))?;
         announce(&server, &data.data_dir);
-        serve_tls(listener, acceptor, app).await;
-    }
+        Some(acceptor)
+    };
+    listener::serve(tcp, acceptor, app, listen.limits(), shutdown()).await;
     if let Some(rt) = runtime {
         rt.stop().await;
     }
@@ -102,48 +120,6 @@ fn announce(server: &str, dir: &Path) {
     eprintln!("r5e serving on {server}");
     eprintln!("  admin token: {}", dir.join("admin.token").display());
     eprintln!("  kubeconfig:  {}", dir.join("kubeconfig").display());
-}
-
-/// Accept TLS connections until a stop signal, then let open ones finish (up to [`DRAIN`]).
-async fn serve_tls(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, app: axum::Router) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut stop = std::pin::pin!(shutdown());
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let (acceptor, app, watcher) = (acceptor.clone(), app.clone(), graceful.watcher());
-                tokio::spawn(async move {
-                    let tls = match acceptor.accept(tcp).await {
-                        Ok(t) => t,
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                    };
-                    let service = hyper_util::service::TowerToHyperService::new(app);
-                    let builder = Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            _ = &mut stop => break,
-        }
-    }
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
-        eprintln!("stopping with connections still open after {DRAIN:?}");
-    }
 }
 
 /// Until SIGINT or SIGTERM.

@@ -93,7 +93,7 @@ pub fn run(command: TokenCommand) -> Result<ExitCode> {
             if service_account && !name.contains('/') {
                 bail!("a service account is named `namespace/name`, not `{name}`");
             }
-            std::fs::create_dir_all(&data.data_dir)?;
+            crate::private::prepare_data_dir(&data.data_dir)?;
             let token = new_token();
             let mut records = read_token_file(&file(&data.data_dir))?;
             records.push(TokenRecord {
@@ -122,6 +122,7 @@ pub fn run(command: TokenCommand) -> Result<ExitCode> {
             println!("{t}");
         }
         TokenCommand::Revoke { data, name } => {
+            crate::private::prepare_data_dir(&data.data_dir)?;
             let mut records = read_token_file(&file(&data.data_dir))?;
             let mut n = 0;
             for r in records.iter_mut().filter(|r| r.name == name && !r.revoked) {

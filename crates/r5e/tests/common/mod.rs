@@ -5,12 +5,15 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// A running server, stopped (killed) when dropped.
 pub struct Server {
     pub child: Child,
     /// Its URL, `https://127.0.0.1:PORT` (or `http://` with `plain`).
     pub url: String,
+    /// What it has written to stderr after its first line, so far (the first MiB).
+    pub stderr: Arc<Mutex<String>>,
 }
 
 impl Drop for Server {
@@ -33,14 +36,32 @@ pub fn start(data: &Path, plain: bool) -> Server {
     start_with(data, plain, &["--no-controllers"])
 }
 
-/// `start`, with more arguments for `r5e serve`.
-pub fn start_with(data: &Path, plain: bool, extra: &[&str]) -> Server {
+fn serve_args<'a>(data: &'a Path, plain: bool, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()];
     args.extend_from_slice(extra);
     if plain {
         args.push("--plain-http");
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_r5e")).args(&args).stderr(Stdio::piped()).spawn().unwrap();
+    args
+}
+
+/// `start`, with more arguments for `r5e serve`.
+pub fn start_with(data: &Path, plain: bool, extra: &[&str]) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_r5e"));
+    command.args(serve_args(data, plain, extra));
+    spawn(command)
+}
+
+/// `start_with`, the server allowed at most `open_files` open file descriptors.
+pub fn start_with_open_files(data: &Path, plain: bool, extra: &[&str], open_files: u32) -> Server {
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\"")).arg(env!("CARGO_BIN_EXE_r5e"));
+    command.args(serve_args(data, plain, extra));
+    spawn(command)
+}
+
+fn spawn(mut command: Command) -> Server {
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
@@ -49,6 +70,18 @@ pub fn start_with(data: &Path, plain: bool, extra: &[&str]) -> Server {
         .strip_prefix("r5e serving on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line}"))
         .to_string();
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    Server { child, url }
+    let rest = Arc::new(Mutex::new(String::new()));
+    let sink = rest.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+            let mut kept = sink.lock().unwrap();
+            // Enough to see a flood; not enough to run the tests out of memory.
+            if kept.len() < 1 << 20 {
+                kept.push_str(&line);
+            }
+            line.clear();
+        }
+    });
+    Server { child, url, stderr: rest }
 }
