@@ -48,6 +48,7 @@ async fn readyz_is_503_while_the_disk_is_full_and_ready_again_once_space_is_back
         name: "root".into(),
         groups: vec!["admins".into()],
         revoked: false,
+        expires_at: None,
     }]);
     let state = AppState {
         admission: Arc::new(Admission::new(store)),
@@ -55,6 +56,7 @@ async fn readyz_is_503_while_the_disk_is_full_and_ready_again_once_space_is_back
         watch_window: 50,
         bookmark_interval: Duration::from_millis(200),
         metrics: Default::default(),
+        write_limit: r5e_api::RateLimit::unlimited(),
     };
     let app = router(state);
     assert_eq!(call(&app, "POST", GRAPHS, Some(graph("small", "d"))).await.0, StatusCode::CREATED);
