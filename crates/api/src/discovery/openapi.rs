@@ -1,0 +1,591 @@
+//! The OpenAPI v3 documents: `/openapi/v3` lists one per group version, and each describes every
+//! path of that group version with its parameters, request bodies and responses, and every kind
+//! with its full schema (descriptions included), so that kubectl, client generators and fuzzers
+//! can reach the whole API from it.
+//!
+//! What kubectl reads here: the `x-kubernetes-group-version-kind` of each operation, a PATCH that
+//! declares `fieldValidation` (so it leaves validation to the server, which checks every field
+//! against the kind's schema), and PATCH bodies without strategic merge patch (so `kubectl apply`
+//! sends JSON merge patches).
+
+use serde_json::{Map, Value, json};
+
+use super::ServedKind;
+use super::openapi_schema::convert;
+
+/// The Kubernetes meta types the document uses, under the names Kubernetes gives them.
+const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1";
+
+/// `#/components/schemas/{name}`.
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// The `/openapi/v3` index: one document per group version.
+pub fn index(group_versions: &[(String, String)]) -> Value {
+    let paths: Map<String, Value> = group_versions
+        .iter()
+        .map(|(g, v)| (format!("apis/{g}/{v}"), json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}")})))
+        .collect();
+    json!({ "paths": paths })
+}
+
+/// The document of one group version: `kinds` are the kinds it serves, each with the JSON Schema
+/// of a whole resource (draft 2020-12 for built-in kinds, the CRD's OpenAPI schema for custom ones).
+pub fn document(group: &str, version: &str, kinds: &[(ServedKind, Value)]) -> Value {
+    let mut schemas = meta_schemas();
+    let mut paths = Map::new();
+    for (kind, schema) in kinds {
+        add_kind_schemas(&mut schemas, kind, schema);
+        add_paths(&mut paths, kind);
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {
+            "title": "r5e",
+            "version": format!("{group}/{version}"),
+            "description": format!(
+                "The kinds of `{group}/{version}` and their paths. Every write goes through admission \
+                 (schema, references, policy, identity); every error is a Kubernetes `Status`."
+            ),
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}
+
+/// The schema name prefix of a group version: the group reversed, then the version
+/// (`ai.r5e.v1alpha1`), as Kubernetes names its own.
+fn prefix(group: &str, version: &str) -> String {
+    let reversed: Vec<&str> = group.split('.').rev().collect();
+    format!("{}.{version}", reversed.join("."))
+}
+
+/// The OpenAPI name of a kind (`ai.r5e.v1alpha1.Task`).
+pub fn schema_name(k: &ServedKind) -> String {
+    format!("{}.{}", prefix(&k.group, &k.version), k.kind)
+}
+
+fn gvk(k: &ServedKind, kind: &str) -> Value {
+    json!({"group": k.group, "version": k.version, "kind": kind})
+}
+
+/// The kind's schema, its List, and the definitions its schema uses.
+fn add_kind_schemas(schemas: &mut Map<String, Value>, k: &ServedKind, schema: &Value) {
+    let group_prefix = prefix(&k.group, &k.version);
+    let reference = |r: &str| -> Option<String> {
+        // A CRD's schema has nothing to point at (Kubernetes refuses `$ref` in them).
+        let name = r.strip_prefix("#/$defs/").filter(|_| !k.custom)?;
+        Some(match name {
+            // The envelope types every kind shares.
+            "ObjectMeta" | "OwnerReference" => format!("#/components/schemas/{META}.{name}"),
+            _ => format!("#/components/schemas/{group_prefix}.{name}"),
+        })
+    };
+    if let Some(defs) = schema.get("$defs").and_then(Value::as_object) {
+        for (name, def) in defs {
+            if matches!(name.as_str(), "ObjectMeta" | "OwnerReference") {
+                continue;
+            }
+            schemas.entry(format!("{group_prefix}.{name}")).or_insert_with(|| convert(def, &reference));
+        }
+    }
+    let mut out = convert(schema, &reference);
+    envelope(&mut out, k);
+    schemas.insert(schema_name(k), out);
+    schemas.insert(format!("{}List", schema_name(k)), list_schema(k));
+}
+
+/// The fields every resource has, described; `apiVersion` and `kind` are optional in requests
+/// (they default to those of the path).
+fn envelope(schema: &mut Value, k: &ServedKind) {
+    let api_version = k.api_version();
+    let Some(map) = schema.as_object_mut() else { return };
+    map.entry("type").or_insert(json!("object"));
+    if !map.contains_key("description") {
+        map.insert("description".into(), json!(format!("A {} resource.", k.kind)));
+    }
+    let properties = map.entry("properties").or_insert_with(|| json!({}));
+    if let Some(properties) = properties.as_object_mut() {
+        properties.insert(
+            "apiVersion".into(),
+            json!({"type": "string", "enum": [api_version],
+                   "description": format!("`{api_version}`; may be left out of a request, which then takes it from its path.")}),
+        );
+        properties.insert(
+            "kind".into(),
+            json!({"type": "string", "enum": [k.kind],
+                   "description": format!("`{}`; may be left out of a request, which then takes it from its path.", k.kind)}),
+        );
+        properties.insert(
+            "metadata".into(),
+            json!({"allOf": [schema_ref(&format!("{META}.ObjectMeta"))],
+                   "description": "Identity and bookkeeping: name, namespace, labels, owners, finalizers."}),
+        );
+        for (field, description) in [
+            ("spec", "What the user wants."),
+            ("status", "What the system observes; written only through the `/status` subresource."),
+        ] {
+            if let Some(p) = properties.get_mut(field).and_then(Value::as_object_mut) {
+                p.entry("description").or_insert(json!(description));
+                if let Some(target) = p.remove("$ref") {
+                    p.insert("allOf".into(), json!([{"$ref": target}]));
+                }
+            }
+        }
+    }
+    if let Some(required) = map.get_mut("required").and_then(Value::as_array_mut) {
+        required.retain(|r| r != "apiVersion" && r != "kind");
+    }
+    map.insert("x-kubernetes-group-version-kind".into(), json!([gvk(k, &k.kind)]));
+}
+
+fn list_schema(k: &ServedKind) -> Value {
+    let list = format!("{}List", k.kind);
+    json!({
+        "type": "object",
+        "description": format!("A page of {} resources, ordered by namespace and name.", k.kind),
+        "required": ["apiVersion", "kind", "metadata", "items"],
+        "properties": {
+            "apiVersion": {"type": "string", "enum": [k.api_version()], "description": "The group version of the items."},
+            "kind": {"type": "string", "enum": [list], "description": "The kind of the list."},
+            "metadata": {"allOf": [schema_ref(&format!("{META}.ListMeta"))],
+                         "description": "The list's resourceVersion (watch from it) and continue token."},
+            "items": {"type": "array", "items": schema_ref(&schema_name(k)), "description": "The resources."},
+        },
+        "x-kubernetes-group-version-kind": [gvk(k, &list)],
+    })
+}
+
+/// Adds the paths of one kind: the collection, the object and its status, and for a namespaced
+/// kind also the list across namespaces.
+fn add_paths(paths: &mut Map<String, Value>, k: &ServedKind) {
+    let base = format!("/apis/{}/{}", k.group, k.version);
+    let (collection, scoped, mut params) = if k.namespaced {
+        (format!("{base}/namespaces/{{namespace}}/{}", k.plural), "Namespaced", vec![namespace_param()])
+    } else {
+        (format!("{base}/{}", k.plural), "", vec![])
+    };
+    let op = Operation { k, scoped };
+    paths.insert(collection.clone(), json!({"parameters": params.clone(), "get": op.list(""), "post": op.create()}));
+    params.insert(0, name_param(k));
+    paths.insert(
+        format!("{collection}/{{name}}"),
+        json!({"parameters": params.clone(), "get": op.read(""), "put": op.replace(""),
+               "patch": op.patch(""), "delete": op.delete()}),
+    );
+    paths.insert(
+        format!("{collection}/{{name}}/status"),
+        json!({"parameters": params, "get": op.read("Status"), "put": op.replace("Status"),
+               "patch": op.patch("Status")}),
+    );
+    if k.namespaced {
+        let all = Operation { k, scoped: "" };
+        paths.insert(format!("{base}/{}", k.plural), json!({"parameters": [], "get": all.list("ForAllNamespaces")}));
+    }
+}
+
+/// The operations on one kind's paths.
+struct Operation<'a> {
+    k: &'a ServedKind,
+    /// `Namespaced` in operation ids of namespaced paths.
+    scoped: &'a str,
+}
+
+impl Operation<'_> {
+    /// An operation id in Kubernetes' style: `patchR5eAiV1alpha1NamespacedTaskStatus`.
+    fn id(&self, verb: &str, suffix: &str) -> String {
+        let camel: String = format!("{}.{}", self.k.group, self.k.version)
+            .split(['.', '-'])
+            .map(|w| {
+                let mut c = w.chars();
+                c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            })
+            .collect();
+        format!("{verb}{camel}{}{}{suffix}", self.scoped, self.k.kind)
+    }
+
+    fn base(&self, verb: &str, action: &str, suffix: &str, summary: String, params: Vec<Value>) -> Map<String, Value> {
+        let mut op = Map::new();
+        op.insert("operationId".into(), json!(self.id(verb, suffix)));
+        op.insert("summary".into(), json!(summary));
+        op.insert("tags".into(), json!([self.k.plural]));
+        op.insert("x-kubernetes-action".into(), json!(action));
+        op.insert("x-kubernetes-group-version-kind".into(), gvk(self.k, &self.k.kind));
+        op.insert("parameters".into(), Value::Array(params));
+        op
+    }
+
+    fn list(&self, suffix: &str) -> Value {
+        let where_ = if suffix.is_empty() && self.k.namespaced { " in a namespace" } else { "" };
+        let mut op =
+            self.base("list", "list", suffix, format!("List or watch {}{where_}", self.k.plural), list_params());
+        let list = schema_name(self.k) + "List";
+        let mut responses = errors(&[400, 401, 403, 404, 410, 429, 503]);
+        responses.insert(
+            "200".into(),
+            json!({"description": "The list; with `watch=true`, a stream of watch events, one JSON object per line.",
+            "content": {
+                "application/json": {"schema": schema_ref(&list)},
+                "application/json;stream=watch": {"schema": schema_ref(&format!("{META}.WatchEvent"))},
+            }}),
+        );
+        op.insert("responses".into(), Value::Object(responses));
+        Value::Object(op)
+    }
+
+    fn create(&self) -> Value {
+        let summary = format!(
+            "Create a {}; `apiVersion`, `kind` and the namespace may be left out and are taken from the path",
+            self.k.kind
+        );
+        let mut op = self.base("create", "post", "", summary, write_params());
+        op.insert("requestBody".into(), self.object_body());
+        op.insert("responses".into(), self.responses("201", "Created (or, with `dryRun=All`, what would be)."));
+        Value::Object(op)
+    }
+
+    fn read(&self, suffix: &str) -> Value {
+        let what = if suffix.is_empty() { "" } else { " (the status subresource shows the whole object)" };
+        let mut op = self.base("read", "get", suffix, format!("Read a {}{what}", self.k.kind), vec![]);
+        let mut responses = errors(&[400, 401, 403, 404, 429, 503]);
+        responses.insert("200".into(), self.object_response("The resource."));
+        op.insert("responses".into(), Value::Object(responses));
+        Value::Object(op)
+    }
+
+    fn replace(&self, suffix: &str) -> Value {
+        let summary = if suffix.is_empty() {
+            format!("Replace a {}'s metadata and spec (its status is left alone)", self.k.kind)
+        } else {
+            format!("Replace a {}'s status (nothing else changes)", self.k.kind)
+        };
+        let mut op = self.base("replace", "put", suffix, summary, write_params());
+        op.insert("requestBody".into(), self.object_body());
+        op.insert("responses".into(), self.responses("200", "Replaced."));
+        Value::Object(op)
+    }
+
+    fn patch(&self, suffix: &str) -> Value {
+        let summary = format!(
+            "Patch a {}{} with a JSON merge patch (RFC 7386) or a JSON patch (RFC 6902)",
+            self.k.kind,
+            if suffix.is_empty() { "" } else { "'s status" }
+        );
+        let mut op = self.base("patch", "patch", suffix, summary, write_params());
+        op.insert(
+            "requestBody".into(),
+            json!({"required": true, "content": {
+                "application/merge-patch+json": {"schema": schema_ref(&format!("{META}.Patch"))},
+                "application/json-patch+json": {"schema": schema_ref(&format!("{META}.JSONPatch"))},
+            }}),
+        );
+        op.insert("responses".into(), self.responses("200", "Patched."));
+        Value::Object(op)
+    }
+
+    fn delete(&self) -> Value {
+        let summary =
+            format!("Delete a {}; with finalizers it is only marked, and removed when the last one is", self.k.kind);
+        let mut op = self.base("delete", "delete", "", summary, vec![dry_run_param()]);
+        op.insert(
+            "requestBody".into(),
+            json!({"required": false, "content": {
+                "application/json": {"schema": schema_ref(&format!("{META}.DeleteOptions"))}}}),
+        );
+        op.insert(
+            "responses".into(),
+            self.responses("200", "Deleted, or marked for deletion: the object's last state."),
+        );
+        Value::Object(op)
+    }
+
+    fn object_body(&self) -> Value {
+        json!({"required": true, "content": {"application/json": {"schema": schema_ref(&schema_name(self.k))}}})
+    }
+
+    fn object_response(&self, description: &str) -> Value {
+        json!({"description": description, "content": {"application/json": {"schema": schema_ref(&schema_name(self.k))}}})
+    }
+
+    /// The answers of a write: `ok` with the object, or a `Status`.
+    fn responses(&self, ok: &str, description: &str) -> Value {
+        let mut responses = errors(&[400, 401, 403, 404, 409, 413, 415, 422, 429, 503]);
+        responses.insert(ok.into(), self.object_response(description));
+        Value::Object(responses)
+    }
+}
+
+/// `Status` answers for `codes`.
+fn errors(codes: &[u16]) -> Map<String, Value> {
+    codes
+        .iter()
+        .map(|code| {
+            let description = match code {
+                400 => "Malformed body, selector or parameter, or a body that disagrees with its path.",
+                401 => "No token, an unknown one or a revoked one.",
+                403 => "Refused by policy, by the identity gate, or for widening authority.",
+                404 => "No such kind or object.",
+                409 => "The name is taken, or the resourceVersion is stale.",
+                410 => "The watch starts too far back: list again and watch from the list's resourceVersion.",
+                413 => "The body is over 3 MiB.",
+                415 => "Not JSON, or a patch type the server does not take.",
+                422 => "Invalid: one `details.causes` entry per field.",
+                429 => "Too many requests: retry later.",
+                503 => "The store cannot be reached.",
+                _ => "An error.",
+            };
+            (
+                code.to_string(),
+                json!({"description": description,
+                       "content": {"application/json": {"schema": schema_ref(&format!("{META}.Status"))}}}),
+            )
+        })
+        .collect()
+}
+
+fn namespace_param() -> Value {
+    json!({"name": "namespace", "in": "path", "required": true,
+           "description": "The namespace (a DNS-1123 label).",
+           "schema": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": DNS_LABEL}})
+}
+
+fn name_param(k: &ServedKind) -> Value {
+    json!({"name": "name", "in": "path", "required": true,
+           "description": format!("The name of the {} (a DNS-1123 subdomain).", k.kind),
+           "schema": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": DNS_SUBDOMAIN}})
+}
+
+const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+const DNS_SUBDOMAIN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+const LABEL_VALUE: &str = "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+
+fn query(name: &str, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+}
+
+fn dry_run_param() -> Value {
+    query(
+        "dryRun",
+        json!({"type": "string", "enum": ["All"]}),
+        "`All`: run every admission stage and write nothing, not even a decision.",
+    )
+}
+
+fn write_params() -> Vec<Value> {
+    vec![
+        dry_run_param(),
+        query(
+            "fieldValidation",
+            json!({"type": "string", "enum": ["Ignore", "Warn", "Strict"]}),
+            "Accepted for compatibility: the server always checks every field against the kind's schema and \
+             refuses unknown ones, so clients need not validate.",
+        ),
+    ]
+}
+
+fn list_params() -> Vec<Value> {
+    vec![
+        query(
+            "labelSelector",
+            json!({"type": "string"}),
+            "Kubernetes label selector syntax: `a=b`, `a!=b`, `a in (x,y)`, `a notin (x)`, `a`, `!a`; a comma means and.",
+        ),
+        query(
+            "fieldSelector",
+            json!({"type": "string"}),
+            "`metadata.name` or `metadata.namespace` with `=`, `==` or `!=`; a comma means and.",
+        ),
+        query(
+            "limit",
+            json!({"type": "integer", "minimum": 0}),
+            "At most this many items per page (0: no limit); `metadata.continue` fetches the next page.",
+        ),
+        query("continue", json!({"type": "string"}), "The `metadata.continue` token of the previous page."),
+        query(
+            "resourceVersion",
+            json!({"type": "string"}),
+            "With `watch`: send every change after this event (absent or `0`: the current objects first).",
+        ),
+        query(
+            "timeoutSeconds",
+            json!({"type": "integer", "minimum": 0}),
+            "With `watch`: end the stream after this many seconds.",
+        ),
+        query(
+            "allowWatchBookmarks",
+            json!({"type": "boolean"}),
+            "With `watch`: send a `BOOKMARK` event with the last resourceVersion every few seconds.",
+        ),
+        query("watch", json!({"type": "boolean"}), "Stream changes as watch events instead of listing."),
+    ]
+}
+
+/// The domain's `ObjectMeta` and `OwnerReference` (every kind's schema carries them), with the
+/// name, namespace and label rules the server enforces on them written out as patterns.
+fn envelope_definitions() -> Vec<(&'static str, Value)> {
+    let schema = domain::kinds::builtin().first().map(|k| (k.schema)()).unwrap_or_default();
+    ["ObjectMeta", "OwnerReference"]
+        .into_iter()
+        .map(|name| {
+            let def = schema.pointer(&format!("/$defs/{name}")).cloned().unwrap_or_else(|| json!({"type": "object"}));
+            let mut def = convert(&def, &envelope_reference);
+            if name == "ObjectMeta"
+                && let Some(properties) = def.get_mut("properties").and_then(Value::as_object_mut)
+            {
+                let rules = [
+                    ("name", json!({"minLength": 1, "maxLength": 253, "pattern": DNS_SUBDOMAIN})),
+                    ("namespace", json!({"maxLength": 63, "pattern": DNS_LABEL})),
+                ];
+                for (field, rule) in rules {
+                    if let (Some(p), Some(rule)) =
+                        (properties.get_mut(field).and_then(Value::as_object_mut), rule.as_object())
+                    {
+                        p.extend(rule.clone());
+                    }
+                }
+                if let Some(values) = properties
+                    .get_mut("labels")
+                    .and_then(|l| l.get_mut("additionalProperties"))
+                    .and_then(Value::as_object_mut)
+                {
+                    values.insert("maxLength".into(), json!(63));
+                    values.insert("pattern".into(), json!(LABEL_VALUE));
+                }
+            }
+            (name, def)
+        })
+        .collect()
+}
+
+/// Where a `$ref` of the envelope points: the shared meta types.
+fn envelope_reference(r: &str) -> Option<String> {
+    r.strip_prefix("#/$defs/").map(|name| format!("#/components/schemas/{META}.{name}"))
+}
+
+/// The meta types every document shares.
+fn meta_schemas() -> Map<String, Value> {
+    let m = |name: &str| schema_ref(&format!("{META}.{name}"));
+    let string = |description: &str| json!({"type": "string", "description": description});
+    let mut schemas = Map::new();
+    for (name, def) in envelope_definitions() {
+        schemas.insert(format!("{META}.{name}"), def);
+    }
+    schemas.insert(
+        format!("{META}.ListMeta"),
+        json!({
+            "type": "object",
+            "description": "What a list carries besides its items.",
+            "properties": {
+                "resourceVersion": string("The seq of the last event when the list was read: a watch from it sees every later change."),
+                "continue": string("Pass as `continue` to get the next page; absent on the last page."),
+            },
+        }),
+    );
+    schemas.insert(
+        format!("{META}.Status"),
+        json!({
+            "type": "object",
+            "description": "What every error is: a code, a reason and a message that says what to do.",
+            "required": ["kind", "apiVersion", "status", "message", "reason", "code"],
+            "properties": {
+                "kind": {"type": "string", "enum": ["Status"], "description": "`Status`."},
+                "apiVersion": {"type": "string", "enum": ["v1"], "description": "`v1`."},
+                "metadata": {"allOf": [m("ListMeta")], "description": "Empty."},
+                "status": {"type": "string", "enum": ["Failure"], "description": "`Failure`."},
+                "message": string("What went wrong and what to do about it."),
+                "reason": string("A CamelCase word for the error (`NotFound`, `Conflict`, `Invalid`, ...)."),
+                "code": {"type": "integer", "format": "int32", "description": "The HTTP status code."},
+                "details": {"allOf": [m("StatusDetails")], "description": "More about the error, when there is more."},
+            },
+        }),
+    );
+    schemas.insert(
+        format!("{META}.StatusDetails"),
+        json!({
+            "type": "object",
+            "description": "More about an error.",
+            "properties": {
+                "causes": {"type": "array", "items": m("StatusCause"), "description": "One entry per invalid field."},
+                "name": string("The object concerned."),
+                "kind": string("Its kind."),
+                "retryAfterSeconds": {"type": "integer", "format": "int32",
+                                      "description": "Retry after this many seconds."},
+            },
+        }),
+    );
+    schemas.insert(
+        format!("{META}.StatusCause"),
+        json!({
+            "type": "object",
+            "description": "One cause of an error.",
+            "properties": {
+                "reason": string("`FieldValueInvalid`."),
+                "field": string("The field, as a dotted path (`spec.steps[0].name`)."),
+                "message": string("What is wrong with it."),
+            },
+        }),
+    );
+    schemas.insert(
+        format!("{META}.DeleteOptions"),
+        json!({
+            "type": "object",
+            "description": "Options of a delete; only `preconditions.resourceVersion` is acted on.",
+            "properties": {
+                "apiVersion": string("`v1`, if given."),
+                "kind": string("`DeleteOptions`, if given."),
+                "preconditions": {
+                    "type": "object",
+                    "description": "Delete only if the object is still at this version.",
+                    "properties": {
+                        "resourceVersion": {"type": "string", "pattern": "^[0-9]+$",
+                                            "description": "The resourceVersion the object must have (409 otherwise)."},
+                        "uid": string("Accepted, not checked."),
+                    },
+                },
+                "propagationPolicy": string("Accepted, not acted on: owned resources are always deleted after their owner."),
+                "gracePeriodSeconds": {"type": "integer", "format": "int64", "description": "Accepted, not acted on."},
+                "dryRun": {"type": "array", "items": {"type": "string"}, "description": "Use the `dryRun` query parameter instead."},
+            },
+        }),
+    );
+    schemas.insert(
+        format!("{META}.Patch"),
+        json!({
+            "type": "object",
+            "description": "A JSON merge patch (RFC 7386): objects merge key by key, `null` removes a key, anything else replaces. A patch that does not pin `metadata.resourceVersion` is applied again if the object changes meanwhile.",
+        }),
+    );
+    schemas.insert(
+        format!("{META}.JSONPatch"),
+        json!({
+            "type": "array",
+            "description": "A JSON patch (RFC 6902): operations applied in order, all or nothing.",
+            "items": {
+                "type": "object",
+                "required": ["op", "path"],
+                "properties": {
+                    "op": {"type": "string", "enum": ["add", "remove", "replace", "move", "copy", "test"],
+                           "description": "The operation."},
+                    "path": string("A JSON pointer (RFC 6901) to the target (`/metadata/labels/team`)."),
+                    "from": string("For `move` and `copy`: a JSON pointer to the source."),
+                    "value": {"description": "For `add`, `replace` and `test`: the value."},
+                },
+            },
+        }),
+    );
+    schemas.insert(
+        format!("{META}.WatchEvent"),
+        json!({
+            "type": "object",
+            "description": "One line of a watch.",
+            "required": ["type", "object"],
+            "properties": {
+                "type": {"type": "string", "enum": ["ADDED", "MODIFIED", "DELETED", "BOOKMARK"],
+                         "description": "What happened; a `BOOKMARK` only carries the last resourceVersion seen."},
+                "object": {"type": "object", "description": "The object as it is after the change (as it was, for `DELETED`)."},
+            },
+        }),
+    );
+    schemas
+}
