@@ -241,8 +241,35 @@ impl Operation<'_> {
         );
         let mut op = self.base("create", "post", "", summary, write_params());
         op.insert("requestBody".into(), self.object_body());
-        op.insert("responses".into(), self.responses("201", "Created (or, with `dryRun=All`, what would be)."));
+        let mut responses = self.responses("201", "Created (or, with `dryRun=All`, what would be).");
+        responses["201"]["links"] = self.links();
+        op.insert("responses".into(), responses);
         Value::Object(op)
+    }
+
+    /// What can be done next with a created object: the operations on its path, with the name
+    /// (and namespace) taken from the answer.
+    fn links(&self) -> Value {
+        let mut parameters = json!({"name": "$response.body#/metadata/name"});
+        if self.k.namespaced {
+            parameters["namespace"] = json!("$response.body#/metadata/namespace");
+        }
+        let links: Map<String, Value> = [
+            ("read", ""),
+            ("replace", ""),
+            ("patch", ""),
+            ("delete", ""),
+            ("read", "Status"),
+            ("replace", "Status"),
+            ("patch", "Status"),
+        ]
+        .into_iter()
+        .map(|(verb, suffix)| {
+            let id = self.id(verb, suffix);
+            (id.clone(), json!({"operationId": id, "parameters": parameters}))
+        })
+        .collect();
+        Value::Object(links)
     }
 
     fn read(&self, suffix: &str) -> Value {
@@ -401,7 +428,11 @@ fn list_params() -> Vec<Value> {
             json!({"type": "integer", "minimum": 0}),
             "At most this many items per page (0: no limit); `metadata.continue` fetches the next page.",
         ),
-        query("continue", json!({"type": "string"}), "The `metadata.continue` token of the previous page."),
+        query(
+            "continue",
+            json!({"type": "string", "minLength": 1}),
+            "The `metadata.continue` token of the previous page.",
+        ),
         query(
             "resourceVersion",
             json!({"type": "string"}),
@@ -431,10 +462,20 @@ fn envelope_definitions() -> Vec<(&'static str, Value)> {
             let def = schema.pointer(&format!("/$defs/{name}")).cloned().unwrap_or_else(|| json!({"type": "object"}));
             let mut def = convert(&def, &envelope_reference);
             if name == "ObjectMeta"
-                && let Some(properties) = def.get_mut("properties").and_then(Value::as_object_mut)
+                && let Some(def) = def.as_object_mut()
             {
+                // A replace takes the name from its path; a create without one is refused (422).
+                def.remove("required");
+                let Some(properties) = def.get_mut("properties").and_then(Value::as_object_mut) else {
+                    return (name, Value::Object(def.clone()));
+                };
                 let rules = [
-                    ("name", json!({"minLength": 1, "maxLength": 253, "pattern": DNS_SUBDOMAIN})),
+                    (
+                        "name",
+                        json!({"minLength": 1, "maxLength": 253, "pattern": DNS_SUBDOMAIN,
+                               "description": "Unique within the kind and namespace; a DNS-1123 subdomain. Never \
+                                               changes. Required on create; a replace takes it from its path."}),
+                    ),
                     ("namespace", json!({"maxLength": 63, "pattern": DNS_LABEL})),
                 ];
                 for (field, rule) in rules {
@@ -532,20 +573,21 @@ fn meta_schemas() -> Map<String, Value> {
             "type": "object",
             "description": "Options of a delete; only `preconditions.resourceVersion` is acted on.",
             "properties": {
-                "apiVersion": string("`v1`, if given."),
-                "kind": string("`DeleteOptions`, if given."),
+                "apiVersion": {"description": "Ignored (`v1` in Kubernetes)."},
+                "kind": {"description": "Ignored (`DeleteOptions` in Kubernetes)."},
                 "preconditions": {
                     "type": "object",
                     "description": "Delete only if the object is still at this version.",
                     "properties": {
                         "resourceVersion": {"type": "string", "pattern": "^[0-9]+$",
                                             "description": "The resourceVersion the object must have (409 otherwise)."},
-                        "uid": string("Accepted, not checked."),
+                        "uid": {"description": "Ignored."},
                     },
                 },
-                "propagationPolicy": string("Accepted, not acted on: owned resources are always deleted after their owner."),
-                "gracePeriodSeconds": {"type": "integer", "format": "int64", "description": "Accepted, not acted on."},
-                "dryRun": {"type": "array", "items": {"type": "string"}, "description": "Use the `dryRun` query parameter instead."},
+                "propagationPolicy": {"description": "Ignored: owned resources are always deleted after their owner."},
+                "gracePeriodSeconds": {"description": "Ignored."},
+                "orphanDependents": {"description": "Ignored."},
+                "dryRun": {"description": "Ignored: use the `dryRun` query parameter."},
             },
         }),
     );

@@ -114,9 +114,31 @@ fn convert_object(map: &Map<String, Value>, reference: &dyn Fn(&str) -> Option<S
     if nullable {
         out.insert("nullable".into(), json!(true));
     }
+    integer_bounds(&mut out);
     let out = single_alternative(out);
     let out = enum_of_constants(out);
     ref_with_siblings(out)
+}
+
+/// The range an integer `format` stands for (a Rust `u32` field is `format: uint32`), written
+/// out as `minimum` and `maximum`, which OpenAPI tools read where they may not know the format.
+fn integer_bounds(out: &mut Map<String, Value>) {
+    let (min, max): (i128, i128) = match out.get("format").and_then(Value::as_str) {
+        Some("int8") => (i8::MIN.into(), i8::MAX.into()),
+        Some("int16") => (i16::MIN.into(), i16::MAX.into()),
+        Some("int32") => (i32::MIN.into(), i32::MAX.into()),
+        Some("int64") => (i64::MIN.into(), i64::MAX.into()),
+        Some("uint8") => (0, u8::MAX.into()),
+        Some("uint16") => (0, u16::MAX.into()),
+        Some("uint32") => (0, u32::MAX.into()),
+        Some("uint64") | Some("uint") => (0, u64::MAX.into()),
+        _ => return,
+    };
+    let number = |n: i128| -> Value {
+        i64::try_from(n).map(Value::from).unwrap_or_else(|_| Value::from(u64::try_from(n).unwrap_or(u64::MAX)))
+    };
+    out.entry("minimum").or_insert_with(|| number(min));
+    out.entry("maximum").or_insert_with(|| number(max));
 }
 
 /// `anyOf`/`oneOf` left with one alternative (once `null` is gone) is that alternative.
@@ -240,7 +262,8 @@ mod tests {
                 "type": "object",
                 "properties": {
                     "kind": {"enum": ["Task"]},
-                    "count": {"type": "integer", "format": "uint32", "minimum": 0, "description": "n", "nullable": true},
+                    "count": {"type": "integer", "format": "uint32", "minimum": 0, "maximum": 4294967295u32,
+                              "description": "n", "nullable": true},
                     "phase": {"allOf": [{"$ref": "#/components/schemas/x.Phase"}], "description": "where", "nullable": true},
                     "spec": {"allOf": [{"$ref": "#/components/schemas/x.Spec"}], "description": "what"},
                     "plain": {"$ref": "#/components/schemas/x.Spec"},
