@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::{AppState, Error};
 
 mod openapi;
+mod openapi_meta;
 mod openapi_schema;
 
 /// A kind the API serves: built in, or defined by a CustomResourceDefinition.
