@@ -5,10 +5,14 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use domain::kinds::{self, crd_kind_info};
+use domain::kinds::{self, CustomKind, KindInfo, crd_kind_info};
 use serde_json::{Value, json};
 
 use crate::{AppState, Error};
+
+mod openapi;
+mod openapi_meta;
+mod openapi_schema;
 
 /// A kind the API serves: built in, or defined by a CustomResourceDefinition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,53 +48,61 @@ impl ServedKind {
 
 /// Every kind served now.
 pub async fn served(state: &AppState) -> Result<Vec<ServedKind>, Error> {
-    let mut out: Vec<ServedKind> = kinds::builtin()
-        .iter()
-        .map(|k| ServedKind {
-            group: k.group.into(),
-            version: k.version.into(),
-            kind: k.kind.into(),
-            plural: k.plural.into(),
-            singular: k.singular.into(),
-            short_names: k.short_names.iter().map(|s| s.to_string()).collect(),
-            namespaced: k.namespaced,
-            custom: false,
-            columns: k
-                .printer_columns
-                .iter()
-                .map(|c| Column { name: c.name.into(), type_: c.type_.into(), json_path: c.json_path.into() })
-                .collect(),
-        })
-        .collect();
+    let mut out: Vec<ServedKind> = kinds::builtin().iter().map(builtin_kind).collect();
+    out.extend(custom_kinds(state).await?.iter().map(custom_kind));
+    Ok(out)
+}
+
+/// The kinds the stored CustomResourceDefinitions define (those that define one well).
+async fn custom_kinds(state: &AppState) -> Result<Vec<CustomKind>, Error> {
     let crds = state
         .admission
         .store()
         .graph
         .query_by_labels(&Default::default(), Some("CustomResourceDefinition"), None)
         .await?;
-    out.extend(crds.iter().filter_map(|c| crd_kind_info(c).ok()).map(|c| {
-        ServedKind {
-            group: c.group,
-            version: c.version,
-            kind: c.kind,
-            plural: c.plural,
-            singular: c.singular,
-            short_names: c.short_names,
-            namespaced: c.namespaced,
-            custom: true,
-            columns: c
-                .printer_columns
-                .iter()
-                .map(|p| Column { name: p.name.clone(), type_: p.type_.clone(), json_path: p.json_path.clone() })
-                .chain(std::iter::once(Column {
-                    name: "Age".into(),
-                    type_: "date".into(),
-                    json_path: ".metadata.creationTimestamp".into(),
-                }))
-                .collect(),
-        }
-    }));
-    Ok(out)
+    Ok(crds.iter().filter_map(|c| crd_kind_info(c).ok()).collect())
+}
+
+fn builtin_kind(k: &KindInfo) -> ServedKind {
+    ServedKind {
+        group: k.group.into(),
+        version: k.version.into(),
+        kind: k.kind.into(),
+        plural: k.plural.into(),
+        singular: k.singular.into(),
+        short_names: k.short_names.iter().map(|s| s.to_string()).collect(),
+        namespaced: k.namespaced,
+        custom: false,
+        columns: k
+            .printer_columns
+            .iter()
+            .map(|c| Column { name: c.name.into(), type_: c.type_.into(), json_path: c.json_path.into() })
+            .collect(),
+    }
+}
+
+fn custom_kind(c: &CustomKind) -> ServedKind {
+    ServedKind {
+        group: c.group.clone(),
+        version: c.version.clone(),
+        kind: c.kind.clone(),
+        plural: c.plural.clone(),
+        singular: c.singular.clone(),
+        short_names: c.short_names.clone(),
+        namespaced: c.namespaced,
+        custom: true,
+        columns: c
+            .printer_columns
+            .iter()
+            .map(|p| Column { name: p.name.clone(), type_: p.type_.clone(), json_path: p.json_path.clone() })
+            .chain(std::iter::once(Column {
+                name: "Age".into(),
+                type_: "date".into(),
+                json_path: ".metadata.creationTimestamp".into(),
+            }))
+            .collect(),
+    }
 }
 
 /// The kind served at `group/version/plural`.
@@ -184,62 +196,30 @@ pub async fn resources(state: &AppState, group: &str, version: &str) -> Result<J
 /// `GET /openapi/v3`: one document per group version.
 pub async fn openapi_index(state: &AppState) -> Result<Json<Value>, Error> {
     let kinds = served(state).await?;
-    let paths: serde_json::Map<String, Value> = groups_of(&kinds)
-        .iter()
-        .flat_map(|(g, versions)| versions.iter().map(move |v| (g, v)))
-        .map(|(g, v)| (format!("apis/{g}/{v}"), json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}")})))
+    let group_versions: Vec<(String, String)> = groups_of(&kinds)
+        .into_iter()
+        .flat_map(|(g, versions)| versions.into_iter().map(move |v| (g.clone(), v)))
         .collect();
-    Ok(Json(json!({ "paths": paths })))
+    Ok(Json(openapi::index(&group_versions)))
 }
 
-/// `GET /openapi/v3/apis/{group}/{version}`: each kind as an open object tagged with its
-/// group, version and kind, and its paths with the operations they take. The paths say that the
-/// server validates fields itself (`fieldValidation`), so clients leave validation to it: admission
-/// checks every field against the full JSON Schema, with errors that name them.
+/// `GET /openapi/v3/apis/{group}/{version}`: every path of the group version with its parameters,
+/// bodies and answers, and every kind with its full schema.
 pub async fn openapi_group_version(state: &AppState, group: &str, version: &str) -> Result<Json<Value>, Error> {
-    let kinds: Vec<ServedKind> =
-        served(state).await?.into_iter().filter(|k| k.group == group && k.version == version).collect();
+    let mut kinds: Vec<(ServedKind, Value)> = kinds::builtin()
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+        .map(|k| (builtin_kind(k), (k.schema)()))
+        .collect();
+    kinds.extend(
+        custom_kinds(state)
+            .await?
+            .into_iter()
+            .filter(|c| c.group == group && c.version == version)
+            .map(|c| (custom_kind(&c), c.schema)),
+    );
     if kinds.is_empty() {
         return Err(Error::NotFound(format!("no API group version `{group}/{version}`")));
     }
-    let mut schemas = serde_json::Map::new();
-    let mut paths = serde_json::Map::new();
-    for k in &kinds {
-        let gvk = json!({"group": k.group, "version": k.version, "kind": k.kind});
-        schemas.insert(
-            schema_name(k),
-            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true, "x-kubernetes-group-version-kind": [gvk]}),
-        );
-        let base = if k.namespaced {
-            format!("/apis/{group}/{version}/namespaces/{{namespace}}/{}", k.plural)
-        } else {
-            format!("/apis/{group}/{version}/{}", k.plural)
-        };
-        let operation = |verb: &str| {
-            json!({
-                "operationId": format!("{verb}{}", k.kind),
-                "x-kubernetes-action": verb,
-                "x-kubernetes-group-version-kind": gvk,
-                "parameters": [
-                    {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-                    {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}}
-                ],
-                "responses": {"200": {"description": "OK"}},
-            })
-        };
-        paths.insert(base.clone(), json!({"post": operation("post"), "get": operation("list")}));
-        paths.insert(format!("{base}/{{name}}"), json!({"get": operation("get"), "put": operation("put"), "patch": operation("patch"), "delete": operation("delete")}));
-    }
-    Ok(Json(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "r5e", "version": format!("{group}/{version}")},
-        "paths": paths,
-        "components": {"schemas": schemas},
-    })))
-}
-
-/// The OpenAPI name of a kind: reversed group, version, kind (`ai.r5e.v1alpha1.Task`).
-fn schema_name(k: &ServedKind) -> String {
-    let reversed: Vec<&str> = k.group.split('.').rev().collect();
-    format!("{}.{}.{}", reversed.join("."), k.version, k.kind)
+    Ok(Json(openapi::document(group, version, &kinds)))
 }
