@@ -154,7 +154,7 @@ async fn schema_stage(store: &Store, op: Operation, object: &Value) -> Result<Re
         return Err(invalid(
             Stage::Schema,
             &path,
-            "is an integer beyond 2^53, which the audit log's canonical JSON cannot record exactly: send it as a string",
+            "is a number beyond 2^53, which the audit log's canonical JSON cannot record exactly: send it as a string",
         ));
     }
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();

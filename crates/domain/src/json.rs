@@ -19,7 +19,9 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     Ok(value)
 }
 
-/// The path (`spec.budget`, `items[2]`) of the first integer in `v` beyond ±2^53, if any.
+/// The path (`spec.budget`, `items[2]`) of the first number in `v` beyond ±2^53, if any: an
+/// integer there cannot be told from its neighbours once written as a double, and a JSON number
+/// that large (`18446744073709551616`) is read as a double already.
 pub fn inexact_integer(v: &Value) -> Option<String> {
     fn walk(v: &Value, path: &mut String) -> bool {
         match v {
@@ -27,7 +29,8 @@ pub fn inexact_integer(v: &Value) -> Option<String> {
                 let big = n
                     .as_u64()
                     .map(|u| u > MAX_EXACT_INTEGER)
-                    .or_else(|| n.as_i64().map(|i| i.unsigned_abs() > MAX_EXACT_INTEGER));
+                    .or_else(|| n.as_i64().map(|i| i.unsigned_abs() > MAX_EXACT_INTEGER))
+                    .or_else(|| n.as_f64().map(|f| f.abs() > MAX_EXACT_INTEGER as f64));
                 big.unwrap_or(false)
             }
             Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
@@ -160,7 +163,10 @@ mod tests {
         assert_eq!(inexact_integer(&json!({"spec": {"n": -9007199254740992i64}})), None);
         assert_eq!(inexact_integer(&json!({"spec": {"n": 9007199254740993u64}})).as_deref(), Some("spec.n"));
         assert_eq!(inexact_integer(&json!({"a": [1, {"b": u64::MAX}]})).as_deref(), Some("a[1].b"));
-        assert_eq!(inexact_integer(&json!({"a": 1.5e300})), None);
+        assert_eq!(inexact_integer(&json!({"a": 1.5})), None);
+        assert_eq!(inexact_integer(&json!({"a": 1.5e300})).as_deref(), Some("a"));
+        let two_to_the_64: Value = serde_json::from_str("{\"a\": 18446744073709551616}").unwrap();
+        assert_eq!(inexact_integer(&two_to_the_64).as_deref(), Some("a"));
     }
 
     proptest::proptest! {

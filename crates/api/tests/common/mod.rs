@@ -51,6 +51,7 @@ pub async fn api() -> Api {
         name: name.into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
         revoked: false,
+        expires_at: None,
     };
     let tokens = Tokens::new(vec![record(ADMIN, "root", &["admins"]), record(ALICE, "alice", &["team-a"])]);
     let admission = Arc::new(Admission::new(store));
@@ -60,6 +61,7 @@ pub async fn api() -> Api {
         watch_window: 1000,
         bookmark_interval: std::time::Duration::from_millis(200),
         metrics: Default::default(),
+        write_limit: r5e_api::RateLimit::unlimited(),
     };
     Api { _dir: dir, app: router(state), admission }
 }
