@@ -80,6 +80,14 @@ async fn resource(
             )));
         }
     };
+    if let Some(v) = query.get("fieldValidation")
+        && !matches!(v.as_str(), "Strict" | "Warn" | "Ignore")
+    {
+        return Err(Error::BadRequest(format!(
+            "fieldValidation `{}` is not one of Strict, Warn, Ignore (r5e always validates strictly)",
+            shorten(v)
+        )));
+    }
     if method != Method::GET && method != Method::DELETE && !body.is_empty() {
         body_type(headers, &method)?;
     }
@@ -211,6 +219,9 @@ fn object_from(
         return Err(Error::BadRequest("the body must be a JSON object".into()));
     };
     for (field, want) in [("apiVersion", kind.api_version()), ("kind", kind.kind.clone())] {
+        if map.get(field).is_some_and(|v| !v.is_string()) {
+            return Err(Error::BadRequest(format!("{field} must be a string")));
+        }
         match map.get(field).and_then(Value::as_str) {
             None => {
                 map.insert(field.into(), json!(want));
@@ -226,6 +237,9 @@ fn object_from(
     let meta = map.entry("metadata").or_insert_with(|| json!({}));
     let Some(meta) = meta.as_object_mut() else { return Err(Error::BadRequest("metadata must be an object".into())) };
     if kind.namespaced {
+        if meta.get("namespace").is_some_and(|v| !v.is_string()) {
+            return Err(Error::BadRequest("metadata.namespace must be a string".into()));
+        }
         match meta.get("namespace").and_then(Value::as_str) {
             None => {
                 meta.insert("namespace".into(), json!(namespace));
@@ -239,6 +253,9 @@ fn object_from(
         }
     }
     if let Some(name) = name {
+        if meta.get("name").is_some_and(|v| !v.is_string()) {
+            return Err(Error::BadRequest("metadata.name must be a string".into()));
+        }
         match meta.get("name").and_then(Value::as_str) {
             None => {
                 meta.insert("name".into(), json!(name));
@@ -262,7 +279,13 @@ async fn list(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Result<Response, Error> {
-    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let watching = match query.get("watch").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(Error::BadRequest(format!("watch `{}` is not a boolean: use true or false", shorten(other))));
+        }
+    };
     let action_key = ObjectKey::new(&kind.kind, namespace.unwrap_or_default(), "");
     let action = if watching { Action::Watch } else { Action::List };
     state.admission.authorize_request(who, action, &action_key).await?;
@@ -364,36 +387,12 @@ async fn patch_object(
     body: &Bytes,
     headers: &HeaderMap,
 ) -> Result<Response, Error> {
-    let patch_type = body_type(headers, &Method::PATCH)?;
-    let patch_body = parse_body(body, "the patch")?;
-    let action = if status { Action::UpdateStatus } else { Action::Update };
-    let pinned = patch_body.pointer("/metadata/resourceVersion").is_some();
+    body_type(headers, &Method::PATCH)?;
+    let pinned = parse_body(body, "the patch")?.pointer("/metadata/resourceVersion").is_some();
+    let op = if status { Operation::UpdateStatus } else { Operation::Update };
     for _ in 0..PATCH_RETRIES {
         let current = state.admission.store().graph.get(key).await?.to_value();
-        let patched = if patch_type == "application/merge-patch+json" {
-            let mut doc = current;
-            patch::merge(&mut doc, &patch_body);
-            doc
-        } else {
-            match patch::json_patch(&current, &patch_body, crate::MAX_BODY) {
-                Ok(doc) => doc,
-                Err(patch::PatchError::TooLarge(m)) => return Err(Error::TooLarge(m)),
-                Err(patch::PatchError::Invalid(m)) => {
-                    let refusal = admission::Error::Invalid {
-                        stage: admission::Stage::Request,
-                        errors: vec![domain::schema::FieldError::new("", format!("the patch does not apply: {m}"))],
-                    };
-                    return Err(state.admission.refuse(who, action, key, refusal).await.into());
-                }
-            }
-        };
-        let size = serde_json::to_vec(&patched).map_or(usize::MAX, |b| b.len());
-        if size > crate::MAX_BODY {
-            return Err(Error::TooLarge(format!(
-                "the patched object would be {size} bytes, more than the {} a resource may have",
-                crate::MAX_BODY
-            )));
-        }
+        let patched = patched(state, who, key, op, current, body, headers).await?;
         let outcome = if status {
             state.admission.update_status(who, patched).await
         } else {
@@ -406,6 +405,47 @@ async fn patch_object(
         }
     }
     Err(storage::Error::Conflict(format!("{key} is changing too fast to patch; retry")).into())
+}
+
+/// `current` with the PATCH body applied, bounded in size; a patch that does not apply is refused
+/// and recorded.
+async fn patched(
+    state: &AppState,
+    who: &Identity,
+    key: &ObjectKey,
+    op: Operation,
+    current: Value,
+    body: &Bytes,
+    headers: &HeaderMap,
+) -> Result<Value, Error> {
+    let patch_type = body_type(headers, &Method::PATCH)?;
+    let patch_body = parse_body(body, "the patch")?;
+    let action = if op == Operation::UpdateStatus { Action::UpdateStatus } else { Action::Update };
+    let patched = if patch_type == "application/merge-patch+json" {
+        let mut doc = current;
+        patch::merge(&mut doc, &patch_body);
+        doc
+    } else {
+        match patch::json_patch(&current, &patch_body, crate::MAX_BODY) {
+            Ok(doc) => doc,
+            Err(patch::PatchError::TooLarge(m)) => return Err(Error::TooLarge(m)),
+            Err(patch::PatchError::Invalid(m)) => {
+                let refusal = admission::Error::Invalid {
+                    stage: admission::Stage::Request,
+                    errors: vec![domain::schema::FieldError::new("", format!("the patch does not apply: {m}"))],
+                };
+                return Err(state.admission.refuse(who, action, key, refusal).await.into());
+            }
+        }
+    };
+    let size = serde_json::to_vec(&patched).map_or(usize::MAX, |b| b.len());
+    if size > crate::MAX_BODY {
+        return Err(Error::TooLarge(format!(
+            "the patched object would be {size} bytes, more than the {} a resource may have",
+            crate::MAX_BODY
+        )));
+    }
+    Ok(patched)
 }
 
 /// The preconditions of an optional DeleteOptions body: `preconditions.resourceVersion` (a string,
@@ -485,15 +525,29 @@ async fn dry_run_request(
             state.admission.authorize_request(who, Action::Create, &key).await?;
             (Operation::Create, object)
         }
-        (Method::PUT, Some(name), false) => {
-            (Operation::Update, object_from(kind, namespace, Some(name), body, headers)?)
+        (Method::PUT, Some(name), status) => {
+            // Replacing needs an object to replace, as the real write does.
+            state.admission.store().graph.get(&ObjectKey::new(&kind.kind, namespace, name)).await?;
+            let op = if status { Operation::UpdateStatus } else { Operation::Update };
+            (op, object_from(kind, namespace, Some(name), body, headers)?)
         }
-        (Method::PUT, Some(name), true) => {
-            (Operation::UpdateStatus, object_from(kind, namespace, Some(name), body, headers)?)
+        (Method::PATCH, Some(name), status) => {
+            let key = ObjectKey::new(&kind.kind, namespace, name);
+            let current = state.admission.store().graph.get(&key).await?.to_value();
+            let op = if status { Operation::UpdateStatus } else { Operation::Update };
+            (op, patched(state, who, &key, op, current, body, headers).await?)
         }
         (Method::DELETE, Some(name), false) => {
             let key = ObjectKey::new(&kind.kind, namespace, name);
-            (Operation::Delete, state.admission.store().graph.get(&key).await?.to_value())
+            let expected = delete_preconditions(state, &key, body, headers).await?;
+            let current = state.admission.store().graph.get(&key).await?;
+            if expected.is_some() && expected != current.resource_version() {
+                return Err(storage::Error::Conflict(format!(
+                    "precondition failed: {key} is at another resourceVersion"
+                ))
+                .into());
+            }
+            (Operation::Delete, current.to_value())
         }
         _ => return Err(Error::MethodNotAllowed(format!("{method} cannot be dry-run on this path"))),
     };

@@ -474,3 +474,32 @@ fn a_reference_into_another_namespace_does_not_probe_it() {
         assert!(!r.body.contains("fs.read"), "{}", r.body);
     }
 }
+
+#[test]
+fn dry_runs_check_what_the_write_would_and_lenient_parameters_are_refused() {
+    let t = Target::start(&[]);
+    let created = t.admin("POST", &path("w", "guidelines"), &guideline("g", "x")).json();
+    let rv: u64 = created["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let url = format!("{}/g", path("w", "guidelines"));
+    // A dry-run PATCH answers with the patched object and writes nothing.
+    let merge = json!({"metadata": {"labels": {"dry": "yes"}}});
+    let r = t.call("PATCH", &format!("{url}?dryRun=All"), &t.admin, "application/merge-patch+json", &merge);
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert_eq!(r.json()["metadata"]["labels"]["dry"], "yes");
+    assert!(t.admin("GET", &url, &Value::Null).json()["metadata"]["labels"].is_null());
+    // A dry-run replace of nothing is a 404, as the write would be; a stale delete a 409.
+    let missing = format!("{}/missing/status?dryRun=All", path("w", "guidelines"));
+    assert_eq!(t.admin("PUT", &missing, &guideline("missing", "x")).code, 404);
+    let stale = json!({"preconditions": {"resourceVersion": (rv + 7).to_string()}});
+    assert_eq!(t.admin("DELETE", &format!("{url}?dryRun=All"), &stale).code, 409);
+    // Parameters that mean nothing are refused rather than guessed at.
+    assert_eq!(t.admin("GET", &format!("{}?watch=abc", path("w", "guidelines")), &Value::Null).code, 400);
+    assert_eq!(
+        t.admin("POST", &format!("{}?fieldValidation=AAA", path("w", "guidelines")), &guideline("h", "x")).code,
+        400
+    );
+    let mut odd = guideline("h", "x");
+    odd["metadata"]["namespace"] = json!({});
+    assert_eq!(t.admin("POST", &path("w", "guidelines"), &odd).code, 400);
+    assert_eq!(t.admin("POST", "/apis/", &Value::Null).json()["kind"], "Status");
+}
