@@ -71,7 +71,33 @@ pub fn validate_with_schema(schema: &Value, resource: &Value) -> Result<(), Vec<
 /// Compiles a JSON Schema the way every schema is compiled here: formats (`date-time`, `uri`,
 /// ...) are asserted, not merely annotations, and unknown formats are ignored.
 pub fn compile(schema: &Value) -> Result<Validator, String> {
-    jsonschema::options().should_validate_formats(true).build(schema).map_err(|e| e.to_string())
+    let mut schema = schema.clone();
+    bound_integer_formats(&mut schema);
+    jsonschema::options().should_validate_formats(true).build(&schema).map_err(|e| e.to_string())
+}
+
+/// JSON Schema treats `format: uint32` (what the Rust types' schemas say) as a note; make the
+/// range it names a rule, so that a value the type cannot hold is refused at admission rather
+/// than stored.
+fn bound_integer_formats(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            let range = match map.get("format").and_then(Value::as_str) {
+                Some("uint8") => Some((0i64, i64::from(u8::MAX))),
+                Some("uint16") => Some((0, i64::from(u16::MAX))),
+                Some("uint32") => Some((0, i64::from(u32::MAX))),
+                Some("int32") => Some((i64::from(i32::MIN), i64::from(i32::MAX))),
+                _ => None,
+            };
+            if let Some((min, max)) = range {
+                map.entry("minimum").or_insert(Value::from(min));
+                map.entry("maximum").or_insert(Value::from(max));
+            }
+            map.values_mut().for_each(bound_integer_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(bound_integer_formats),
+        _ => {}
+    }
 }
 
 /// The metadata rules every resource follows, whatever its kind. Only fields that are present

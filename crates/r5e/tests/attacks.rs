@@ -361,6 +361,16 @@ fn durations_are_bounded_by_the_schema() {
     assert_eq!(r.code, 422, "{}", r.body);
     let r = t.admin("POST", &path("w", "harnesses"), &harness(u64::MAX));
     assert_eq!(r.code, 422, "{}", r.body);
+    // A field the type holds in 32 bits refuses what does not fit, at and just past the limit.
+    let graph = |n: u64| {
+        json!({"apiVersion": "r5e.ai/v1alpha1", "kind": "Graph", "metadata": {"name": format!("g{n}")},
+                                 "spec": {"maxParallelNodes": n, "authority": {}}})
+    };
+    let r = t.admin("POST", &path("w", "graphs"), &graph(4294967295));
+    assert_eq!(r.code, 201, "{}", r.body);
+    let r = t.admin("POST", &path("w", "graphs"), &graph(4294967296));
+    assert_eq!(r.code, 422, "{}", r.body);
+    assert!(r.body.contains("maxParallelNodes"), "{}", r.body);
 }
 
 #[test]
