@@ -18,6 +18,7 @@ mod error;
 mod events;
 mod graph;
 mod sequencer;
+mod state;
 mod store;
 mod write;
 
@@ -30,6 +31,7 @@ pub use error::Error;
 pub use events::{EventLog, EventQuery, LogBackend, StoredEvent};
 pub use graph::{Direction, Graph, GraphBackend, Hit, ListQuery, Page, TraverseQuery};
 pub use sequencer::CommitStats;
+pub use state::{StateReport, StoredCheck};
 pub use store::{Backend, Store};
 pub use write::{
     Committed, Entry, Mutation, Plan, Precondition, Prepared, Write, check_precondition, mutated_keys, plan, prepare,
