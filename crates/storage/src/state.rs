@@ -64,8 +64,10 @@ impl Store {
     /// rolled-back or resurrected row). Returns one [`Mismatch`] per resource the log does not
     /// vouch for. This trusts the links between events: `verify_state` checks those too.
     pub async fn check_written(&self, resources: &[Resource], head: u64) -> Result<Vec<Mismatch>> {
-        let found: Vec<Option<Mismatch>> =
-            futures::stream::iter(resources).map(|r| self.check_one(r, head)).buffered(IN_FLIGHT).try_collect().await?;
+        // The futures are made before they are polled, so that no closure is held across an await
+        // (which would keep the returned future from being `Send` for every lifetime).
+        let checks: Vec<_> = resources.iter().map(|r| self.check_one(r, head)).collect();
+        let found: Vec<Option<Mismatch>> = futures::stream::iter(checks).buffered(IN_FLIGHT).try_collect().await?;
         Ok(found.into_iter().flatten().collect())
     }
 
@@ -196,19 +198,17 @@ impl Store {
     /// Compare stored resources with the events that last wrote their keys (known writes, from a
     /// verified replay), field by field.
     async fn compare(&self, pairs: Vec<(&Resource, u64)>) -> Result<Vec<Mismatch>> {
-        let found: Vec<Option<Mismatch>> = futures::stream::iter(pairs)
-            .map(|(stored, seq)| async move {
-                let event = self.event_at(seq).await?;
-                let object = event.as_ref().and_then(|e| e.data.get("object"));
-                Ok::<_, Error>(match object {
-                    Some(object) => state::compare(stored, seq, object),
-                    None => Some(Mismatch::Event { seq, reason: "it has no `data.object`".into() }),
-                })
-            })
-            .buffered(IN_FLIGHT)
-            .try_collect()
-            .await?;
+        let compares: Vec<_> = pairs.into_iter().map(|(stored, seq)| self.compare_one(stored, seq)).collect();
+        let found: Vec<Option<Mismatch>> = futures::stream::iter(compares).buffered(IN_FLIGHT).try_collect().await?;
         Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn compare_one(&self, stored: &Resource, seq: u64) -> Result<Option<Mismatch>> {
+        let event = self.event_at(seq).await?;
+        Ok(match event.as_ref().and_then(|e| e.data.get("object")) {
+            Some(object) => state::compare(stored, seq, object),
+            None => Some(Mismatch::Event { seq, reason: "it has no `data.object`".into() }),
+        })
     }
 
     async fn check_one(&self, stored: &Resource, head: u64) -> Result<Option<Mismatch>> {
