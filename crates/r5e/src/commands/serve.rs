@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use api::{AppState, Tokens};
 
 use crate::DataDir;
-use crate::backends::{open_cas, open_store};
+use crate::backends::{open_cas, open_checked_store};
 use crate::commands::token;
 use crate::tls;
 
@@ -46,7 +46,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
     std::fs::create_dir_all(&data.data_dir).with_context(|| format!("cannot create {}", data.data_dir.display()))?;
-    let store = open_store(data).await?;
+    let store = open_checked_store(data).await?;
     let admin_token = token::bootstrap_admin(&data.data_dir)?;
     let tokens = Tokens::from_file(&token::file(&data.data_dir)).context("cannot read the token file")?;
     let listener = tokio::net::TcpListener::bind(&listen.listen)
