@@ -200,8 +200,10 @@ async fn write_graph_rows(tx: &mut Tx, prepared: &[storage::Prepared]) -> Result
     .await
 }
 
-fn parse_resource(body: &str) -> Result<Resource> {
-    serde_json::from_str(body).map_err(|e| Error::Corrupt(format!("stored resource cannot be parsed: {e}")))
+/// The resource of a row selected as `kind, namespace, name, body, ...`.
+fn resource_of(row: &sqlx::sqlite::SqliteRow) -> Result<Resource> {
+    let key = ObjectKey { kind: row.get(0), namespace: row.get(1), name: row.get(2) };
+    storage::parse_row(&key, row.get(3))
 }
 
 #[async_trait]
@@ -268,14 +270,15 @@ impl GraphBackend for SqliteBackend {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?;
-        body.as_deref().map(parse_resource).transpose()
+        body.as_deref().map(|b| storage::parse_row(key, b)).transpose()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<(Vec<Resource>, u64)> {
         // One read transaction: the head and the rows come from the same snapshot.
         let mut tx = self.pool.begin().await.map_err(db)?;
         let head = read_head(&mut tx).await?;
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT r.body FROM resources r WHERE 1 = 1");
+        let mut q =
+            QueryBuilder::<Sqlite>::new("SELECT r.kind, r.namespace, r.name, r.body FROM resources r WHERE 1 = 1");
         if let Some(kind) = &query.kind {
             q.push(" AND r.kind = ").push_bind(kind.clone());
         }
@@ -295,7 +298,7 @@ impl GraphBackend for SqliteBackend {
         q.push(" ORDER BY r.kind, r.namespace, r.name LIMIT ").push_bind(query.limit.map_or(-1, |l| l as i64));
         let rows = q.build().fetch_all(&mut *tx).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
-        let items = rows.iter().map(|r| parse_resource(r.get(0))).collect::<Result<Vec<_>>>()?;
+        let items = rows.iter().map(resource_of).collect::<Result<Vec<_>>>()?;
         Ok((items, head.seq))
     }
 
@@ -328,16 +331,16 @@ impl GraphBackend for SqliteBackend {
             }
         }
         q.push(
-            ") SELECT r.body, MIN(w.depth) AS d FROM walk w JOIN resources r \
+            ") SELECT r.kind, r.namespace, r.name, r.body, MIN(w.depth) AS d FROM walk w JOIN resources r \
              ON r.kind = w.kind AND r.namespace = w.namespace AND r.name = w.name \
              WHERE w.depth > 0 GROUP BY r.kind, r.namespace, r.name ORDER BY d, r.kind, r.namespace, r.name",
         );
         let rows = q.build().fetch_all(&self.pool).await.map_err(db)?;
         let mut hits = Vec::with_capacity(rows.len());
         for row in rows {
-            let resource = parse_resource(row.get(0))?;
+            let resource = resource_of(&row)?;
             if resource.key() != *start {
-                hits.push(Hit { resource, depth: row.get::<i64, _>(1) as u32 });
+                hits.push(Hit { resource, depth: row.get::<i64, _>(4) as u32 });
             }
         }
         Ok(hits)

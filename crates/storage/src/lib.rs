@@ -29,7 +29,7 @@ pub use cas::{Cas, CasBackend};
 pub use cas_fs::FsCas;
 pub use error::Error;
 pub use events::{EventLog, EventQuery, LogBackend, StoredEvent};
-pub use graph::{Direction, Graph, GraphBackend, Hit, ListQuery, Page, TraverseQuery};
+pub use graph::{Direction, Graph, GraphBackend, Hit, ListQuery, Page, TraverseQuery, parse_row};
 pub use sequencer::CommitStats;
 pub use state::{StateReport, StoredCheck};
 pub use store::{Backend, Store};
