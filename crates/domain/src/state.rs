@@ -80,6 +80,14 @@ pub enum Mismatch {
         /// The first later event that wrote the key.
         later: u64,
     },
+    /// Fewer resources are stored than the log leaves in place: `count` rows were removed. (A
+    /// count is what a check without a replay of the log can know; the replay names them.)
+    MissingRows {
+        /// How many are missing.
+        count: u64,
+        /// The head at which the log was counted.
+        head: u64,
+    },
     /// A resource event that does not record a write the way r5e records them.
     Event {
         /// Its seq.
@@ -97,7 +105,7 @@ impl Mismatch {
             | Mismatch::Missing { key, .. }
             | Mismatch::Differs { key, .. }
             | Mismatch::Stale { key, .. } => Some(key),
-            Mismatch::Event { .. } => None,
+            Mismatch::MissingRows { .. } | Mismatch::Event { .. } => None,
         }
     }
 }
@@ -126,6 +134,11 @@ impl fmt::Display for Mismatch {
             Mismatch::Stale { key, resource_version, later } => write!(
                 f,
                 "{key} is stored as event {resource_version} wrote it, but event {later} changed or removed it since"
+            ),
+            Mismatch::MissingRows { count, head } => write!(
+                f,
+                "{count} resource(s) that the log leaves in place at seq {head} are not stored: their rows were \
+                 removed outside r5e (the full state check, `verify --state`, names them)"
             ),
             Mismatch::Event { seq, reason } => write!(f, "event {seq} does not record a resource write: {reason}"),
         }

@@ -200,6 +200,25 @@ async fn write_graph_rows(tx: &mut Tx, prepared: &[storage::Prepared]) -> Result
     .await
 }
 
+/// ` WHERE ...` for the seq range, types and subject of `query` (not its limit).
+fn push_filter(q: &mut QueryBuilder<Sqlite>, query: &EventQuery) {
+    q.push(" WHERE seq >= ").push_bind(query.from_seq.unwrap_or(1) as i64);
+    if let Some(to) = query.to_seq {
+        q.push(" AND seq <= ").push_bind(to as i64);
+    }
+    if !query.types.is_empty() {
+        q.push(" AND type IN (");
+        let mut list = q.separated(", ");
+        for t in &query.types {
+            list.push_bind(t.clone());
+        }
+        q.push(")");
+    }
+    if let Some(s) = &query.subject {
+        q.push(" AND subject = ").push_bind(s.clone());
+    }
+}
+
 /// The resource of a row selected as `kind, namespace, name, body, ...`.
 fn resource_of(row: &sqlx::sqlite::SqliteRow) -> Result<Resource> {
     let key = ObjectKey { kind: row.get(0), namespace: row.get(1), name: row.get(2) };
@@ -225,25 +244,70 @@ impl LogBackend for SqliteBackend {
     }
 
     async fn read(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT seq, body FROM events WHERE seq >= ");
-        q.push_bind(query.from_seq.unwrap_or(1) as i64);
-        if let Some(to) = query.to_seq {
-            q.push(" AND seq <= ").push_bind(to as i64);
-        }
-        if !query.types.is_empty() {
-            q.push(" AND type IN (");
-            let mut list = q.separated(", ");
-            for t in &query.types {
-                list.push_bind(t.clone());
-            }
-            q.push(")");
-        }
-        if let Some(s) = &query.subject {
-            q.push(" AND subject = ").push_bind(s.clone());
-        }
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT seq, body FROM events");
+        push_filter(&mut q, query);
         q.push(" ORDER BY seq LIMIT ").push_bind(query.limit.map_or(-1, |l| l as i64));
         let rows = q.build().fetch_all(&self.pool).await.map_err(db)?;
         Ok(rows.into_iter().map(|r| StoredEvent { seq: r.get::<i64, _>(0) as u64, bytes: r.get(1) }).collect())
+    }
+
+    async fn count(&self, query: &EventQuery) -> Result<u64> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM events");
+        push_filter(&mut q, query);
+        let row = q.build().fetch_one(&self.pool).await.map_err(db)?;
+        Ok(row.get::<i64, _>(0) as u64)
+    }
+
+    async fn read_at(&self, seqs: &[u64]) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT seq, body FROM events WHERE seq IN (");
+            let mut list = q.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq as i64);
+            }
+            q.push(")");
+            let rows = q.build().fetch_all(&self.pool).await.map_err(db)?;
+            out.extend(rows.into_iter().map(|r| StoredEvent { seq: r.get::<i64, _>(0) as u64, bytes: r.get(1) }));
+        }
+        out.sort_by_key(|e| e.seq);
+        out.dedup_by_key(|e| e.seq);
+        Ok(out)
+    }
+
+    async fn next_by_subject(
+        &self,
+        starts: &[(String, u64)],
+        types: &[String],
+        to_seq: u64,
+    ) -> Result<Vec<Option<u64>>> {
+        let mut out = Vec::with_capacity(starts.len());
+        for chunk in starts.chunks(ROWS_PER_STATEMENT) {
+            // One indexed seek on (subject, seq) per start, in a correlated subquery.
+            let mut q = QueryBuilder::<Sqlite>::new("WITH v(i, subject, after) AS (VALUES ");
+            let mut rows = q.separated(", ");
+            for (i, (subject, after)) in chunk.iter().enumerate() {
+                rows.push("(").push_bind_unseparated(i as i64).push_unseparated(", ");
+                rows.push_bind_unseparated(subject.clone()).push_unseparated(", ");
+                rows.push_bind_unseparated(*after as i64).push_unseparated(")");
+            }
+            q.push(
+                ") SELECT (SELECT e.seq FROM events e WHERE e.subject = v.subject AND e.seq > v.after AND e.seq <= ",
+            );
+            q.push_bind(to_seq as i64);
+            if !types.is_empty() {
+                q.push(" AND e.type IN (");
+                let mut list = q.separated(", ");
+                for t in types {
+                    list.push_bind(t.clone());
+                }
+                q.push(")");
+            }
+            q.push(" ORDER BY e.seq LIMIT 1) FROM v ORDER BY v.i");
+            let found = q.build().fetch_all(&self.pool).await.map_err(db)?;
+            out.extend(found.into_iter().map(|r| r.get::<Option<i64>, _>(0).map(|s| s as u64)));
+        }
+        Ok(out)
     }
 
     async fn head(&self) -> Result<ChainHead> {

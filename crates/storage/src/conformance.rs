@@ -19,8 +19,8 @@ use crate::{Backend, Cas, CasBackend, Direction, Error, EventQuery, ListQuery, S
 
 mod state;
 pub use state::{
-    state_check_while_writing_reports_nothing_false, state_edited_row_is_named, state_of_an_untouched_store_matches,
-    state_removed_and_made_up_rows_are_named, state_rolled_back_row_is_named,
+    batched_reads_match_single_queries, state_check_while_writing_reports_nothing_false, state_edited_row_is_named,
+    state_of_an_untouched_store_matches, state_removed_and_made_up_rows_are_named, state_rolled_back_row_is_named,
 };
 
 /// Rows of the event table as `(seq, stored bytes)`, in seq order.
@@ -752,7 +752,8 @@ macro_rules! graph_and_log_conformance {
             tampering_deleted_event_is_named, tampering_inserted_event_is_named,
             tampering_reordered_events_are_named, stored_bytes_verify_independently,
             state_of_an_untouched_store_matches, state_edited_row_is_named, state_rolled_back_row_is_named,
-            state_removed_and_made_up_rows_are_named, state_check_while_writing_reports_nothing_false);
+            state_removed_and_made_up_rows_are_named, state_check_while_writing_reports_nothing_false,
+            batched_reads_match_single_queries);
     };
 }
 
