@@ -46,8 +46,8 @@ pub async fn open_checked_store(data: &DataDir) -> Result<Store> {
         named.push(format!("  and {} more", checked.mismatches.len() - NAMED));
     }
     bail!(
-        "refusing to start: {} of {} stored resources do not match the events that wrote them:\n{}\n\
-         the stored rows were changed outside r5e; run `r5e audit verify --state` with the same \
+        "refusing to start: the stored resources are not what the event log wrote ({} problem(s) among {} stored \
+         resources):\n{}\nthe rows were changed outside r5e; run `r5e audit verify --state` with the same \
          --data-dir/--database-url to see every difference, and restore the rows before starting again",
         checked.mismatches.len(),
         checked.resources,

@@ -1,5 +1,5 @@
 //! State the chain does not vouch for, through the real binary: rows of the `resources` table
-//! changed behind r5e's back (a Policy's forbid turned into permit, a row removed, one made up)
+//! changed behind r5e's back (a Policy's forbid turned into permit or removed, a row made up)
 //! pass `r5e audit verify`, which checks only the chain, but `r5e audit verify --state` names
 //! each of them and exits 1, and `r5e serve` and `r5e run` refuse to start. A clean store passes
 //! all of them.
@@ -181,8 +181,27 @@ async fn every_kind_of_row_change_is_named() {
     // Startup checks each stored row against its own event: the edited and the made-up rows.
     let serve = r5e(&["serve", "--data-dir", d, "--listen", "127.0.0.1:0", "--plain-http", "--no-controllers"]);
     assert_refuses_to_start(&serve, "Graph/default/release-notes differs from event ");
-    assert!(serve.stderr.contains("2 of "), "{}", serve.stderr);
+    assert!(serve.stderr.contains("(2 problem(s) among 32 stored resources)"), "{}", serve.stderr);
     assert!(serve.stderr.contains("Policy/default/open-door is stored"), "{}", serve.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_policy_row_is_named_and_stops_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    quickstart(&data, &[]);
+    let seq = no_prod_writes_seq(&["--data-dir", d]);
+    // Removing a forbid does what turning it into a permit does.
+    sqlite(&data, &["DELETE FROM resources WHERE kind = 'Policy' AND name = 'no-prod-writes'"]).await;
+    let state = r5e(&["audit", "verify", "--state", "--data-dir", d]);
+    assert_eq!(state.code, Some(1), "{}", state.stderr);
+    let named = format!("Policy/default/no-prod-writes is missing: event {seq} wrote it and no later event removed it");
+    assert!(state.stderr.contains(&named), "{}", state.stderr);
+    // Startup counts what it cannot name without a replay.
+    let serve = r5e(&["serve", "--data-dir", d, "--listen", "127.0.0.1:0", "--plain-http", "--no-controllers"]);
+    assert_refuses_to_start(&serve, "1 resource(s) that the log leaves in place at seq ");
+    assert!(serve.stderr.contains("are not stored: their rows were removed outside r5e"), "{}", serve.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
