@@ -10,6 +10,7 @@ mod events;
 mod raw;
 mod reads;
 mod report;
+mod state;
 mod work;
 
 use clap::Parser;
@@ -33,6 +34,12 @@ struct Args {
     /// Run only the governed work benchmark.
     #[arg(long)]
     work_only: bool,
+    /// Resources in the store the state checks run on.
+    #[arg(long, default_value_t = 10_000)]
+    state_resources: usize,
+    /// Run only the state checks (the startup check and `verify --state`).
+    #[arg(long)]
+    state_only: bool,
     /// Skip the largest cases (the 256 MiB blob, 1M resources) for a quick run.
     #[arg(long)]
     quick: bool,
@@ -83,6 +90,11 @@ async fn main() -> anyhow::Result<()> {
         report.print();
         return Ok(());
     }
+    if args.state_only {
+        state::run(&args, scratch.path(), pg.as_ref(), &mut report).await?;
+        report.print();
+        return Ok(());
+    }
     events::sqlite(&args, scratch.path(), &mut report).await?;
     match &pg {
         Some(admin) => {
@@ -125,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
     }
     work::run(&args, scratch.path(), &mut report).await?;
     events::verify(&args, scratch.path(), &mut report).await?;
+    state::run(&args, scratch.path(), pg.as_ref(), &mut report).await?;
     cas::run(&args, scratch.path(), &mut report).await?;
     report.print();
     Ok(())

@@ -80,7 +80,7 @@ const RAW_TRAVERSE: &str = "WITH RECURSIVE walk(kind, namespace, name, depth) AS
        SELECT 'Node'::text, 'bench'::text, $1::text, 0 \
        UNION SELECT e.to_kind, e.to_namespace, e.to_name, w.depth + 1 FROM walk w JOIN edges e \
              ON e.kind = w.kind AND e.namespace = w.namespace AND e.name = w.name WHERE w.depth < 5) \
-     SELECT r.body::text FROM (SELECT kind, namespace, name, MIN(depth) AS depth FROM walk WHERE depth > 0 \
+     SELECT r.kind, r.namespace, r.name, r.body::text FROM (SELECT kind, namespace, name, MIN(depth) AS depth FROM walk WHERE depth > 0 \
              GROUP BY kind, namespace, name) d \
      JOIN resources r ON r.kind = d.kind AND r.namespace = d.namespace AND r.name = d.name";
 
@@ -110,8 +110,8 @@ pub async fn postgres(args: &Args, admin: &PgConnectOptions, report: &mut Report
             let pool = pool.clone();
             let filter = serde_json::json!({ "team": team(i) }).to_string();
             async move {
-                let rows: Vec<String> = sqlx::query_scalar(
-                    "SELECT body::text FROM resources WHERE kind = 'Node' AND namespace = 'bench' \
+                let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+                    "SELECT kind, namespace, name, body::text FROM resources WHERE kind = 'Node' AND namespace = 'bench' \
                      AND labels @> $1::jsonb ORDER BY kind, namespace, name",
                 )
                 .bind(filter)
@@ -146,7 +146,8 @@ pub async fn postgres(args: &Args, admin: &PgConnectOptions, report: &mut Report
             let pool = pool.clone();
             let name = start(i);
             async move {
-                let rows: Vec<String> = sqlx::query_scalar(RAW_TRAVERSE).bind(name).fetch_all(&pool).await?;
+                let rows: Vec<(String, String, String, String)> =
+                    sqlx::query_as(RAW_TRAVERSE).bind(name).fetch_all(&pool).await?;
                 anyhow::ensure!(rows.len() >= 6);
                 Ok(())
             }

@@ -16,6 +16,7 @@ pub mod resource;
 pub mod review;
 pub mod schema;
 pub mod selector;
+pub mod state;
 
 pub use authority::Authority;
 pub use digest::Digest;

@@ -28,6 +28,33 @@ pub async fn open_store(data: &DataDir) -> Result<Store> {
     Ok(Store::open(backend).await?)
 }
 
+/// Most resources a startup refusal names before it only counts them.
+const NAMED: usize = 20;
+
+/// Open the store for a command that acts on it (`serve`, `run`): as [`open_store`], then refuse
+/// if any stored resource is not exactly what the event that wrote it recorded (one point read
+/// per resource; see `Store::check_stored`), so that nothing is enforced or run from state the
+/// chain does not vouch for.
+pub async fn open_checked_store(data: &DataDir) -> Result<Store> {
+    let store = open_store(data).await?;
+    let checked = store.check_stored().await.context("cannot check the stored resources against the event log")?;
+    if checked.mismatches.is_empty() {
+        return Ok(store);
+    }
+    let mut named: Vec<String> = checked.mismatches.iter().take(NAMED).map(|m| format!("  {m}")).collect();
+    if checked.mismatches.len() > NAMED {
+        named.push(format!("  and {} more", checked.mismatches.len() - NAMED));
+    }
+    bail!(
+        "refusing to start: the stored resources are not what the event log wrote ({} problem(s) among {} stored \
+         resources):\n{}\nthe rows were changed outside r5e; run `r5e audit verify --state` with the same \
+         --data-dir/--database-url to see every difference, and restore the rows before starting again",
+        checked.mismatches.len(),
+        checked.resources,
+        named.join("\n")
+    )
+}
+
 /// Open the store for a command that only reads: the embedded database must already exist.
 pub async fn open_existing_store(data: &DataDir) -> Result<Store> {
     if data.database_url.is_none() && !data.data_dir.join(DB_FILE).exists() {

@@ -158,14 +158,16 @@ pub(crate) async fn apply(tx: &mut Tx<'_>, prepared: &[Prepared]) -> Result<()> 
     Ok(())
 }
 
-fn parse_resource(body: &str) -> Result<Resource> {
-    serde_json::from_str(body).map_err(|e| Error::Corrupt(format!("stored resource cannot be parsed: {e}")))
+/// The resource of a row selected as `kind, namespace, name, body::text, ...`.
+fn resource_of(row: &sqlx::postgres::PgRow) -> Result<Resource> {
+    let key = ObjectKey { kind: row.get(0), namespace: row.get(1), name: row.get(2) };
+    storage::parse_row(&key, row.get(3))
 }
 
 /// The list query after `prefix` (empty, or `EXPLAIN ` to see its plan).
 fn list_query(prefix: &str, query: &ListQuery) -> QueryBuilder<Postgres> {
     let mut q = QueryBuilder::<Postgres>::new(prefix);
-    q.push("SELECT r.body::text FROM resources r WHERE true");
+    q.push("SELECT r.kind, r.namespace, r.name, r.body::text FROM resources r WHERE true");
     if let Some(kind) = &query.kind {
         q.push(" AND r.kind = ").push_bind(kind.clone());
     }
@@ -205,7 +207,7 @@ impl GraphBackend for PostgresBackend {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?;
-        body.as_deref().map(parse_resource).transpose()
+        body.as_deref().map(|b| storage::parse_row(key, b)).transpose()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<(Vec<Resource>, u64)> {
@@ -214,7 +216,7 @@ impl GraphBackend for PostgresBackend {
         let head = read_head(&mut tx).await?;
         let rows = list_query("", query).build().fetch_all(&mut *tx).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
-        let items = rows.iter().map(|r| parse_resource(r.get(0))).collect::<Result<Vec<_>>>()?;
+        let items = rows.iter().map(resource_of).collect::<Result<Vec<_>>>()?;
         Ok((items, head.seq))
     }
 
@@ -250,7 +252,7 @@ impl GraphBackend for PostgresBackend {
         }
         q.push(") n WHERE w.depth < ").push_bind(query.max_depth as i32);
         q.push(
-            ") SELECT r.body::text, d.depth FROM \
+            ") SELECT r.kind, r.namespace, r.name, r.body::text, d.depth FROM \
              (SELECT kind, namespace, name, MIN(depth) AS depth FROM walk WHERE depth > 0 GROUP BY kind, namespace, name) d \
              JOIN resources r ON r.kind = d.kind AND r.namespace = d.namespace AND r.name = d.name \
              ORDER BY d.depth, r.kind, r.namespace, r.name",
@@ -258,9 +260,9 @@ impl GraphBackend for PostgresBackend {
         let rows = q.build().fetch_all(&self.pool).await.map_err(db)?;
         let mut hits = Vec::with_capacity(rows.len());
         for row in rows {
-            let resource = parse_resource(row.get(0))?;
+            let resource = resource_of(&row)?;
             if resource.key() != *start {
-                hits.push(Hit { resource, depth: row.get::<i32, _>(1) as u32 });
+                hits.push(Hit { resource, depth: row.get::<i32, _>(4) as u32 });
             }
         }
         Ok(hits)

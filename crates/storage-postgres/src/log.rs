@@ -146,6 +146,20 @@ impl PostgresBackend {
     }
 }
 
+/// ` WHERE ...` for the seq range, types and subject of `query` (not its limit).
+fn push_filter(q: &mut QueryBuilder<Postgres>, query: &EventQuery) {
+    q.push(" WHERE seq >= ").push_bind(query.from_seq.unwrap_or(1) as i64);
+    if let Some(to) = query.to_seq {
+        q.push(" AND seq <= ").push_bind(to as i64);
+    }
+    if !query.types.is_empty() {
+        q.push(" AND type = ANY(").push_bind(query.types.clone()).push(")");
+    }
+    if let Some(s) = &query.subject {
+        q.push(" AND subject = ").push_bind(s.clone());
+    }
+}
+
 #[async_trait]
 impl LogBackend for PostgresBackend {
     async fn commit(&self, batch: Vec<Entry>) -> Result<Vec<Result<Committed>>> {
@@ -173,23 +187,55 @@ impl LogBackend for PostgresBackend {
     }
 
     async fn read(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {
-        let mut q = QueryBuilder::<Postgres>::new("SELECT seq, body FROM events WHERE seq >= ");
-        q.push_bind(query.from_seq.unwrap_or(1) as i64);
-        if let Some(to) = query.to_seq {
-            q.push(" AND seq <= ").push_bind(to as i64);
-        }
-        if !query.types.is_empty() {
-            q.push(" AND type = ANY(").push_bind(query.types.clone()).push(")");
-        }
-        if let Some(s) = &query.subject {
-            q.push(" AND subject = ").push_bind(s.clone());
-        }
+        let mut q = QueryBuilder::<Postgres>::new("SELECT seq, body FROM events");
+        push_filter(&mut q, query);
         q.push(" ORDER BY seq");
         if let Some(limit) = query.limit {
             q.push(" LIMIT ").push_bind(limit as i64);
         }
         let rows = q.build().fetch_all(&self.pool).await.map_err(db)?;
         Ok(rows.into_iter().map(|r| StoredEvent { seq: r.get::<i64, _>(0) as u64, bytes: r.get(1) }).collect())
+    }
+
+    async fn count(&self, query: &EventQuery) -> Result<u64> {
+        let mut q = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM events");
+        push_filter(&mut q, query);
+        let row = q.build().fetch_one(&self.pool).await.map_err(db)?;
+        Ok(row.get::<i64, _>(0) as u64)
+    }
+
+    async fn read_at(&self, seqs: &[u64]) -> Result<Vec<StoredEvent>> {
+        let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
+        let rows = sqlx::query("SELECT seq, body FROM events WHERE seq = ANY($1) ORDER BY seq")
+            .bind(seqs)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.into_iter().map(|r| StoredEvent { seq: r.get::<i64, _>(0) as u64, bytes: r.get(1) }).collect())
+    }
+
+    async fn next_by_subject(
+        &self,
+        starts: &[(String, u64)],
+        types: &[String],
+        to_seq: u64,
+    ) -> Result<Vec<Option<u64>>> {
+        let subjects: Vec<&str> = starts.iter().map(|(s, _)| s.as_str()).collect();
+        let afters: Vec<i64> = starts.iter().map(|(_, a)| *a as i64).collect();
+        // One indexed seek on (subject, seq) per start, in a correlated subquery.
+        let rows = sqlx::query(
+            "SELECT (SELECT e.seq FROM events e WHERE e.subject = u.subject AND e.seq > u.after AND e.seq <= $3 \
+                     AND (cardinality($4::text[]) = 0 OR e.type = ANY($4)) ORDER BY e.seq LIMIT 1) \
+             FROM UNNEST($1::text[], $2::bigint[]) WITH ORDINALITY AS u(subject, after, i) ORDER BY u.i",
+        )
+        .bind(subjects)
+        .bind(afters)
+        .bind(to_seq as i64)
+        .bind(types)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.into_iter().map(|r| r.get::<Option<i64>, _>(0).map(|s| s as u64)).collect())
     }
 
     async fn head(&self) -> Result<ChainHead> {

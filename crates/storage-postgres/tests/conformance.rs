@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use domain::ObjectKey;
 use r5e_storage_postgres::{Options, PostgresBackend};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use storage::Backend;
@@ -60,6 +61,33 @@ impl Fixture for Postgres {
         for s in sql {
             sqlx::query(*s).execute(&pool).await.unwrap();
         }
+    }
+
+    async fn set_row(&self, key: &ObjectKey, body: Option<serde_json::Value>) {
+        let pool = PgPoolOptions::new().max_connections(1).connect_with(self.options.clone()).await.unwrap();
+        sqlx::query("DELETE FROM resources WHERE kind = $1 AND namespace = $2 AND name = $3")
+            .bind(&key.kind)
+            .bind(&key.namespace)
+            .bind(&key.name)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let Some(body) = body else { return };
+        let text = |p: &str| body.pointer(p).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        sqlx::query(
+            "INSERT INTO resources (kind, namespace, name, uid, resource_version, labels, body) \
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)",
+        )
+        .bind(&key.kind)
+        .bind(&key.namespace)
+        .bind(&key.name)
+        .bind(text("/metadata/uid"))
+        .bind(text("/metadata/resourceVersion").parse::<i64>().unwrap_or(0))
+        .bind(body.pointer("/metadata/labels").cloned().unwrap_or(serde_json::json!({})).to_string())
+        .bind(body.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
     }
 }
 

@@ -94,7 +94,7 @@ async fn label_selectors_use_the_gin_index_on_100k_resources() {
         "INSERT INTO resources (kind, namespace, name, uid, resource_version, labels, body) \
          SELECT 'Agent', 'default', 'a' || i, 'uid-' || i, i, \
                 jsonb_build_object('team', 'team-' || (i % 1000), 'tier', CASE WHEN i % 2 = 0 THEN 'gold' ELSE 'silver' END), \
-                jsonb_build_object('apiVersion', 'r5e.ai/v1alpha1', 'kind', 'Agent', 'metadata', jsonb_build_object('name', 'a' || i)) \
+                jsonb_build_object('apiVersion', 'r5e.ai/v1alpha1', 'kind', 'Agent', 'metadata', jsonb_build_object('name', 'a' || i, 'namespace', 'default')) \
          FROM generate_series(1, 100000) AS i",
     )
     .execute(backend.pool())

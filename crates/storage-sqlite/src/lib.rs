@@ -260,8 +260,29 @@ async fn write_graph_rows(tx: &mut Tx<'_>, prepared: &[storage::Prepared]) -> Re
     .await
 }
 
-fn parse_resource(body: &str) -> Result<Resource> {
-    serde_json::from_str(body).map_err(|e| Error::Corrupt(format!("stored resource cannot be parsed: {e}")))
+/// ` WHERE ...` for the seq range, types and subject of `query` (not its limit).
+fn push_filter(q: &mut QueryBuilder<Sqlite>, query: &EventQuery) {
+    q.push(" WHERE seq >= ").push_bind(query.from_seq.unwrap_or(1) as i64);
+    if let Some(to) = query.to_seq {
+        q.push(" AND seq <= ").push_bind(to as i64);
+    }
+    if !query.types.is_empty() {
+        q.push(" AND type IN (");
+        let mut list = q.separated(", ");
+        for t in &query.types {
+            list.push_bind(t.clone());
+        }
+        q.push(")");
+    }
+    if let Some(s) = &query.subject {
+        q.push(" AND subject = ").push_bind(s.clone());
+    }
+}
+
+/// The resource of a row selected as `kind, namespace, name, body, ...`.
+fn resource_of(row: &sqlx::sqlite::SqliteRow) -> Result<Resource> {
+    let key = ObjectKey { kind: row.get(0), namespace: row.get(1), name: row.get(2) };
+    storage::parse_row(&key, row.get(3))
 }
 
 /// Commit `batch` on `conn` in one `BEGIN IMMEDIATE` transaction.
@@ -315,25 +336,70 @@ impl LogBackend for SqliteBackend {
     }
 
     async fn read(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT seq, body FROM events WHERE seq >= ");
-        q.push_bind(query.from_seq.unwrap_or(1) as i64);
-        if let Some(to) = query.to_seq {
-            q.push(" AND seq <= ").push_bind(to as i64);
-        }
-        if !query.types.is_empty() {
-            q.push(" AND type IN (");
-            let mut list = q.separated(", ");
-            for t in &query.types {
-                list.push_bind(t.clone());
-            }
-            q.push(")");
-        }
-        if let Some(s) = &query.subject {
-            q.push(" AND subject = ").push_bind(s.clone());
-        }
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT seq, body FROM events");
+        push_filter(&mut q, query);
         q.push(" ORDER BY seq LIMIT ").push_bind(query.limit.map_or(-1, |l| l as i64));
         let rows = q.build().fetch_all(&self.pool).await.map_err(db)?;
         Ok(rows.into_iter().map(|r| StoredEvent { seq: r.get::<i64, _>(0) as u64, bytes: r.get(1) }).collect())
+    }
+
+    async fn count(&self, query: &EventQuery) -> Result<u64> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM events");
+        push_filter(&mut q, query);
+        let row = q.build().fetch_one(&self.pool).await.map_err(db)?;
+        Ok(row.get::<i64, _>(0) as u64)
+    }
+
+    async fn read_at(&self, seqs: &[u64]) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT seq, body FROM events WHERE seq IN (");
+            let mut list = q.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq as i64);
+            }
+            q.push(")");
+            let rows = q.build().fetch_all(&self.pool).await.map_err(db)?;
+            out.extend(rows.into_iter().map(|r| StoredEvent { seq: r.get::<i64, _>(0) as u64, bytes: r.get(1) }));
+        }
+        out.sort_by_key(|e| e.seq);
+        out.dedup_by_key(|e| e.seq);
+        Ok(out)
+    }
+
+    async fn next_by_subject(
+        &self,
+        starts: &[(String, u64)],
+        types: &[String],
+        to_seq: u64,
+    ) -> Result<Vec<Option<u64>>> {
+        let mut out = Vec::with_capacity(starts.len());
+        for chunk in starts.chunks(ROWS_PER_STATEMENT) {
+            // One indexed seek on (subject, seq) per start, in a correlated subquery.
+            let mut q = QueryBuilder::<Sqlite>::new("WITH v(i, subject, after) AS (VALUES ");
+            let mut rows = q.separated(", ");
+            for (i, (subject, after)) in chunk.iter().enumerate() {
+                rows.push("(").push_bind_unseparated(i as i64).push_unseparated(", ");
+                rows.push_bind_unseparated(subject.clone()).push_unseparated(", ");
+                rows.push_bind_unseparated(*after as i64).push_unseparated(")");
+            }
+            q.push(
+                ") SELECT (SELECT e.seq FROM events e WHERE e.subject = v.subject AND e.seq > v.after AND e.seq <= ",
+            );
+            q.push_bind(to_seq as i64);
+            if !types.is_empty() {
+                q.push(" AND e.type IN (");
+                let mut list = q.separated(", ");
+                for t in types {
+                    list.push_bind(t.clone());
+                }
+                q.push(")");
+            }
+            q.push(" ORDER BY e.seq LIMIT 1) FROM v ORDER BY v.i");
+            let found = q.build().fetch_all(&self.pool).await.map_err(db)?;
+            out.extend(found.into_iter().map(|r| r.get::<Option<i64>, _>(0).map(|s| s as u64)));
+        }
+        Ok(out)
     }
 
     async fn head(&self) -> Result<ChainHead> {
@@ -360,14 +426,15 @@ impl GraphBackend for SqliteBackend {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?;
-        body.as_deref().map(parse_resource).transpose()
+        body.as_deref().map(|b| storage::parse_row(key, b)).transpose()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<(Vec<Resource>, u64)> {
         // One read transaction: the head and the rows come from the same snapshot.
         let mut tx = self.pool.begin().await.map_err(db)?;
         let head = read_head(&mut tx).await?;
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT r.body FROM resources r WHERE 1 = 1");
+        let mut q =
+            QueryBuilder::<Sqlite>::new("SELECT r.kind, r.namespace, r.name, r.body FROM resources r WHERE 1 = 1");
         if let Some(kind) = &query.kind {
             q.push(" AND r.kind = ").push_bind(kind.clone());
         }
@@ -387,7 +454,7 @@ impl GraphBackend for SqliteBackend {
         q.push(" ORDER BY r.kind, r.namespace, r.name LIMIT ").push_bind(query.limit.map_or(-1, |l| l as i64));
         let rows = q.build().fetch_all(&mut *tx).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
-        let items = rows.iter().map(|r| parse_resource(r.get(0))).collect::<Result<Vec<_>>>()?;
+        let items = rows.iter().map(resource_of).collect::<Result<Vec<_>>>()?;
         Ok((items, head.seq))
     }
 
@@ -420,16 +487,16 @@ impl GraphBackend for SqliteBackend {
             }
         }
         q.push(
-            ") SELECT r.body, MIN(w.depth) AS d FROM walk w JOIN resources r \
+            ") SELECT r.kind, r.namespace, r.name, r.body, MIN(w.depth) AS d FROM walk w JOIN resources r \
              ON r.kind = w.kind AND r.namespace = w.namespace AND r.name = w.name \
              WHERE w.depth > 0 GROUP BY r.kind, r.namespace, r.name ORDER BY d, r.kind, r.namespace, r.name",
         );
         let rows = q.build().fetch_all(&self.pool).await.map_err(db)?;
         let mut hits = Vec::with_capacity(rows.len());
         for row in rows {
-            let resource = parse_resource(row.get(0))?;
+            let resource = resource_of(&row)?;
             if resource.key() != *start {
-                hits.push(Hit { resource, depth: row.get::<i64, _>(1) as u32 });
+                hits.push(Hit { resource, depth: row.get::<i64, _>(4) as u32 });
             }
         }
         Ok(hits)

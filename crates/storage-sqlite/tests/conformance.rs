@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use domain::Digest;
+use domain::{Digest, ObjectKey};
 use r5e_storage_sqlite::SqliteBackend;
 use storage::conformance::{CasFixture, Fixture, RowEdit};
 use storage::{Backend, CasBackend, FsCas};
@@ -67,6 +67,32 @@ impl Fixture for Sqlite {
                 .unwrap();
         }
         tx.commit().await.unwrap();
+    }
+
+    async fn set_row(&self, key: &ObjectKey, body: Option<serde_json::Value>) {
+        let backend = SqliteBackend::open(&self.path()).await.unwrap();
+        let pool = backend.pool();
+        sqlx::query("DELETE FROM resources WHERE kind = $1 AND namespace = $2 AND name = $3")
+            .bind(&key.kind)
+            .bind(&key.namespace)
+            .bind(&key.name)
+            .execute(pool)
+            .await
+            .unwrap();
+        let Some(body) = body else { return };
+        let text = |p: &str| body.pointer(p).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        sqlx::query(
+            "INSERT INTO resources (kind, namespace, name, uid, resource_version, body) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&key.kind)
+        .bind(&key.namespace)
+        .bind(&key.name)
+        .bind(text("/metadata/uid"))
+        .bind(text("/metadata/resourceVersion").parse::<i64>().unwrap_or(0))
+        .bind(body.to_string())
+        .execute(pool)
+        .await
+        .unwrap();
     }
 }
 

@@ -17,6 +17,12 @@ use serde_json::json;
 
 use crate::{Backend, Cas, CasBackend, Direction, Error, EventQuery, ListQuery, Store, TraverseQuery};
 
+mod state;
+pub use state::{
+    batched_reads_match_single_queries, state_check_while_writing_reports_nothing_false, state_edited_row_is_named,
+    state_of_an_untouched_store_matches, state_removed_and_made_up_rows_are_named, state_rolled_back_row_is_named,
+};
+
 /// Rows of the event table as `(seq, stored bytes)`, in seq order.
 pub type Rows = Vec<(u64, Vec<u8>)>;
 
@@ -33,6 +39,9 @@ pub trait Fixture: Send + Sync + 'static {
     /// Make writes through every backend this fixture opened fail as they do on a full disk
     /// (`true`), or give the space back (`false`).
     async fn fill_disk(&self, full: bool);
+    /// Write the resource row of `key` behind the contract's back: store `body` as it (its uid
+    /// and resourceVersion columns read from it), or remove the row when `None`.
+    async fn set_row(&self, key: &ObjectKey, body: Option<serde_json::Value>);
 }
 
 /// What a CAS backend provides to the suite.
@@ -810,7 +819,10 @@ macro_rules! graph_and_log_conformance {
             query_filters, stream_replays_then_tails, tampering_modified_event_is_named,
             tampering_deleted_event_is_named, tampering_inserted_event_is_named,
             tampering_reordered_events_are_named, stored_bytes_verify_independently,
-            a_full_disk_fails_writes_until_space_returns);
+            a_full_disk_fails_writes_until_space_returns,
+            state_of_an_untouched_store_matches, state_edited_row_is_named, state_rolled_back_row_is_named,
+            state_removed_and_made_up_rows_are_named, state_check_while_writing_reports_nothing_false,
+            batched_reads_match_single_queries);
     };
 }
 

@@ -29,6 +29,9 @@ const PAGE: usize = 2048;
 ///   events and rows. Either the whole batch is durable when `commit` returns `Ok`, or nothing is
 ///   (`Err`, usually [`Error::Unavailable`]).
 /// - `read` returns stored events in seq order, exactly the bytes that were committed.
+/// - `count` counts what `read` would return without a limit.
+/// - `read_at` and `next_by_subject` are batched point reads (a few statements for any number of
+///   seqs or subjects), for checks that look up one event per resource.
 /// - `head` returns the last seq and hash ([`ChainHead::GENESIS`] when empty).
 /// - `probe` makes a small durable write that changes nothing the store holds (no event, no
 ///   resource) and returns its error if it fails: readiness calls it after a failed commit to
@@ -42,6 +45,19 @@ pub trait LogBackend: Send + Sync + 'static {
     async fn commit(&self, batch: Vec<Entry>) -> Result<Vec<Result<Committed>>>;
     /// Stored events matching `query`, in ascending seq order, at most `query.limit`.
     async fn read(&self, query: &EventQuery) -> Result<Vec<StoredEvent>>;
+    /// How many stored events match `query` (its `limit` aside).
+    async fn count(&self, query: &EventQuery) -> Result<u64>;
+    /// The stored events at `seqs` (each at most once; a seq with no event is left out), in
+    /// ascending seq order.
+    async fn read_at(&self, seqs: &[u64]) -> Result<Vec<StoredEvent>>;
+    /// For each `(subject, after)` of `starts`, in the same order: the seq of the first event
+    /// about `subject` with `after < seq <= to_seq` whose type is one of `types`, if there is one.
+    async fn next_by_subject(
+        &self,
+        starts: &[(String, u64)],
+        types: &[String],
+        to_seq: u64,
+    ) -> Result<Vec<Option<u64>>>;
     /// The current head of the chain.
     async fn head(&self) -> Result<ChainHead>;
     /// Check that a write can be made durable now (see the trait docs).
@@ -127,6 +143,41 @@ impl EventLog {
     /// Stored bytes of the events matching `query` (for export).
     pub async fn query_raw(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {
         self.backend.read(query).await
+    }
+
+    /// How many events match `query` (its `limit` aside).
+    pub async fn count(&self, query: &EventQuery) -> Result<u64> {
+        self.backend.count(query).await
+    }
+
+    /// Stored bytes of the events at `seqs` (those that exist, each once), in seq order, in a few
+    /// statements however many there are.
+    pub async fn query_at(&self, seqs: &[u64]) -> Result<Vec<StoredEvent>> {
+        // Seqs are stored as signed 64-bit integers; larger ones cannot exist.
+        let mut seqs: Vec<u64> = seqs.iter().copied().filter(|s| (1..=i64::MAX as u64).contains(s)).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.backend.read_at(&seqs).await
+    }
+
+    /// For each `(subject, after)`, in order: the seq of the first event about `subject` after
+    /// `after` and at most `to_seq` whose type is one of `types` (as many [`EventLog::query`]s with
+    /// `limit` 1, in a few statements).
+    pub async fn next_by_subject(
+        &self,
+        starts: &[(String, u64)],
+        types: &[String],
+        to_seq: u64,
+    ) -> Result<Vec<Option<u64>>> {
+        if starts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let to_seq = to_seq.min(i64::MAX as u64);
+        let starts: Vec<(String, u64)> = starts.iter().map(|(s, a)| (s.clone(), (*a).min(to_seq))).collect();
+        self.backend.next_by_subject(&starts, types, to_seq).await
     }
 
     /// How many transactions and events this handle's sequencer has committed (group commit at

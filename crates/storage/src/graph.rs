@@ -352,6 +352,22 @@ fn merge(current: &Resource, incoming: Resource, status_only: bool) -> Result<Re
     Ok(next)
 }
 
+/// Read the body of a stored resource row whose key columns are `key`. It must parse, and it
+/// must hold the resource with that very key: a row whose key was changed outside r5e would
+/// otherwise hide a resource from reads by kind or namespace, or show it twice. Either failure
+/// is [`Error::Corrupt`]. Backends read every row through this.
+pub fn parse_row(key: &ObjectKey, body: &str) -> Result<Resource> {
+    let resource: Resource = serde_json::from_str(body)
+        .map_err(|e| Error::Corrupt(format!("the stored resource {key} cannot be parsed: {e}")))?;
+    if resource.key() != *key {
+        return Err(Error::Corrupt(format!(
+            "the stored row of {key} holds {}: the row was changed outside r5e",
+            resource.key()
+        )));
+    }
+    Ok(resource)
+}
+
 fn encode_token(key: &ObjectKey) -> String {
     hex::encode(serde_json::to_vec(key).expect("keys serialise"))
 }

@@ -18,6 +18,7 @@ mod error;
 mod events;
 mod graph;
 mod sequencer;
+mod state;
 mod store;
 mod write;
 
@@ -28,8 +29,9 @@ pub use cas::{Cas, CasBackend};
 pub use cas_fs::FsCas;
 pub use error::Error;
 pub use events::{EventLog, EventQuery, LogBackend, StoredEvent};
-pub use graph::{Direction, Graph, GraphBackend, Hit, ListQuery, Page, TraverseQuery};
+pub use graph::{Direction, Graph, GraphBackend, Hit, ListQuery, Page, TraverseQuery, parse_row};
 pub use sequencer::CommitStats;
+pub use state::{StateReport, StoredCheck};
 pub use store::{Backend, Store};
 pub use write::{
     Committed, Entry, Mutation, Plan, Precondition, Prepared, Write, check_precondition, mutated_keys, plan, prepare,

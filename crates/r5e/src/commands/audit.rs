@@ -29,7 +29,8 @@ pub enum AuditCommand {
         output: Option<PathBuf>,
     },
     /// Verify the chain of a data directory or of an export file; exit 0 and print the count and
-    /// head hash, or exit 1 naming the first bad seq.
+    /// head hash, or exit 1 naming the first bad seq. With `--state`, also check that the stored
+    /// resources are exactly what the log wrote.
     Verify {
         #[command(flatten)]
         data: crate::DataDir,
@@ -42,6 +43,11 @@ pub enum AuditCommand {
         /// catches a cut-off tail.
         #[arg(long, value_name = "HASH")]
         expect_head: Option<Digest>,
+        /// Also rebuild the current resources from the log and compare them with the stored ones
+        /// (a live store only); exit 1 naming every resource that differs, is missing, or was
+        /// never written by an event.
+        #[arg(long, conflicts_with_all = ["file", "server"])]
+        state: bool,
     },
     /// Show events as a table (or JSON Lines with `-o json`).
     Log {
@@ -163,7 +169,8 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
             eprintln!("exported {count} events");
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify { data, server, file, expect_head } => {
+        AuditCommand::Verify { data, state: true, expect_head, .. } => verify_state(&data, expect_head).await,
+        AuditCommand::Verify { data, server, file, expect_head, state: false } => {
             let verified = match file {
                 Some(path) => verify_file(&path)?,
                 None => Source::open(&data, &server).await?.verify().await?,
@@ -203,6 +210,43 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Verify the chain of the store and the stored resources against it, in one pass over the log.
+async fn verify_state(data: &crate::DataDir, expect_head: Option<Digest>) -> Result<ExitCode> {
+    let store = open_existing_store(data).await?;
+    let report = match store.verify_state().await {
+        Ok(report) => report,
+        Err(storage::Error::ChainBroken(e)) => {
+            eprintln!("{e}");
+            eprintln!("the state cannot be checked against a chain that does not verify");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e).context("cannot check the stored resources against the log"),
+    };
+    let head = match report.head.expect(expect_head.as_ref()) {
+        Ok(head) => head,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    println!("verified {} events, head {}", head.seq, head.hash);
+    if report.mismatches.is_empty() {
+        println!("verified state: {} stored resources are exactly what the log wrote", report.resources);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for m in &report.mismatches {
+        eprintln!("{m}");
+    }
+    eprintln!(
+        "state does not match the log: {} difference(s) ({} resources stored, {} written and not deleted by the log); \
+         the stored rows were changed outside r5e: restore them from a backup or from the objects of the events named",
+        report.mismatches.len(),
+        report.resources,
+        report.live
+    );
+    Ok(ExitCode::from(1))
 }
 
 async fn export(source: &Source, out: &mut impl Write) -> Result<u64> {

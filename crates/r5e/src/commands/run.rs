@@ -19,7 +19,7 @@ use futures::StreamExt;
 use runtime::{Config, Runtime};
 
 use crate::DataDir;
-use crate::backends::{open_cas, open_store};
+use crate::backends::{open_cas, open_checked_store};
 use crate::manifests;
 use crate::output::table;
 
@@ -34,7 +34,7 @@ fn operator() -> Identity {
 pub async fn run(path: &Path, data: &DataDir, timeout: Duration, lease: Duration) -> Result<ExitCode> {
     let manifests = manifests::in_reference_order(manifests::load(path, "default")?);
     crate::private::prepare_data_dir(&data.data_dir)?;
-    let admission = Arc::new(Admission::new(open_store(data).await?));
+    let admission = Arc::new(Admission::new(open_checked_store(data).await?));
     let graphs: Vec<ObjectKey> = manifests.iter().map(|m| m.resource.key()).filter(|k| k.kind == "Graph").collect();
     let start_seq = admission.store().events.head().await?.seq;
     let place = match &data.database_url {

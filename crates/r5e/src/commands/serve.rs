@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use api::{AppState, Tokens};
 
 use crate::DataDir;
-use crate::backends::{open_cas, open_store};
+use crate::backends::{open_cas, open_checked_store};
 use crate::commands::token;
 use crate::{listener, tls};
 
@@ -67,7 +67,7 @@ impl Listen {
 
 pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
     crate::private::prepare_data_dir(&data.data_dir)?;
-    let store = open_store(data).await?;
+    let store = open_checked_store(data).await?;
     let admin_token = token::bootstrap_admin(&data.data_dir)?;
     let tokens = Tokens::from_file(&token::file(&data.data_dir)).context("cannot read the token file")?;
     let tcp = tokio::net::TcpListener::bind(&listen.listen)
