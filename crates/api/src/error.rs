@@ -21,9 +21,9 @@ pub enum Error {
     /// Refused by admission or by a storage rule.
     #[error(transparent)]
     Admission(#[from] admission::Error),
-    /// This path does not take this method.
+    /// This path does not take this method; the second field lists the methods it takes.
     #[error("{0}")]
-    MethodNotAllowed(String),
+    MethodNotAllowed(String, &'static str),
     /// The media type of the body is not one this endpoint accepts.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -67,7 +67,11 @@ impl IntoResponse for Error {
             Error::Unauthorized(_) => status(StatusCode::UNAUTHORIZED, "Unauthorized", message, vec![]),
             Error::BadRequest(_) => status(StatusCode::BAD_REQUEST, "BadRequest", message, vec![]),
             Error::NotFound(_) => status(StatusCode::NOT_FOUND, "NotFound", message, vec![]),
-            Error::MethodNotAllowed(_) => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message, vec![]),
+            Error::MethodNotAllowed(_, allow) => {
+                let mut response = status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message, vec![]);
+                response.headers_mut().insert(axum::http::header::ALLOW, axum::http::HeaderValue::from_static(allow));
+                response
+            }
             Error::UnsupportedMediaType(_) => {
                 status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", message, vec![])
             }

@@ -69,7 +69,9 @@ pub fn router(state: AppState) -> Router {
         .route("/r5e/v1/explain", axum::routing::post(resources::explain))
         .route("/r5e/v1/events", get(resources::events))
         .fallback(|| async { Error::NotFound("no such path: see /apis for what this server serves".into()) })
-        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed("this path does not take that method".into()) })
+        .method_not_allowed_fallback(|| async {
+            Error::MethodNotAllowed("this path takes only GET (and POST for /r5e/v1/explain)".into(), "GET, POST")
+        })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .layer(axum::middleware::from_fn(limits::status_for_too_large))

@@ -46,7 +46,7 @@ pub async fn dispatch(
 }
 
 fn only_get(method: &Method) -> Result<(), Error> {
-    if method == Method::GET { Ok(()) } else { Err(Error::MethodNotAllowed(format!("{method} is not allowed here"))) }
+    if method == Method::GET { Ok(()) } else { Err(Error::MethodNotAllowed(format!("{method} is not allowed here"), "GET")) }
 }
 
 async fn resource(
@@ -70,6 +70,9 @@ async fn resource(
     }
     let namespace = p.namespace.clone().unwrap_or_default();
     let key = |name: &str| ObjectKey::new(&kind.kind, &namespace, name);
+    if !matches!(method, Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        return Err(not_allowed(&method, &p));
+    }
     let dry_run = match query.get("dryRun").map(String::as_str) {
         None => false,
         Some("All") => true,
@@ -158,8 +161,18 @@ async fn resource(
                 .into_response())
             }
         }
-        _ => Err(Error::MethodNotAllowed(format!("{method} is not allowed on this path"))),
+        _ => Err(not_allowed(&method, &p)),
     }
+}
+
+/// `405` naming the methods the path takes.
+fn not_allowed(method: &Method, p: &ResourcePath) -> Error {
+    let allow = match (p.name.is_some(), p.status) {
+        (false, _) => "GET, POST",
+        (true, false) => "GET, PUT, PATCH, DELETE",
+        (true, true) => "GET, PUT, PATCH",
+    };
+    Error::MethodNotAllowed(format!("{method} is not allowed on this path: use {allow}"), allow)
 }
 
 /// `metadata.name` of a JSON object, or empty.
@@ -308,6 +321,8 @@ async fn list(
         };
         return watch::serve(state, w, state.watch_window).await;
     }
+    // A list ignores the watch parameters, but not malformed ones.
+    watch::params(query)?;
     let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
     let limit = query
         .get("limit")
@@ -549,7 +564,7 @@ async fn dry_run_request(
             }
             (Operation::Delete, current.to_value())
         }
-        _ => return Err(Error::MethodNotAllowed(format!("{method} cannot be dry-run on this path"))),
+        _ => return Err(not_allowed(method, p)),
     };
     let review = state.admission.review(who, operation, object.clone()).await;
     review.outcome?;

@@ -1,5 +1,6 @@
 //! The r5e domain: resource types, kinds and their schemas, label selectors, digests, canonical
-//! JSON and the hash-chain math, and the authority algebra.
+//! JSON and the hash-chain math, the authority algebra, and the rules by which stored resources
+//! are checked against the log.
 //!
 //! This crate does no IO and knows nothing of tokio, databases or HTTP: everything here is a pure
 //! function of its inputs, so it is cheap to test exhaustively (see the property tests).

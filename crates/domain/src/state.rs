@@ -208,12 +208,19 @@ fn same_number(a: &Number, b: &Number) -> bool {
 /// Compare a stored resource with `recorded`, the `data.object` of event `seq` that (last) wrote
 /// its key. `None` when they are the same resource.
 pub fn compare(stored: &Resource, seq: u64, recorded: &Value) -> Option<Mismatch> {
+    let key = stored.key();
+    let stored = stored.to_value();
+    // The usual case: the same value, numbers spelled alike (an event records the object as
+    // `Resource::to_value` gave it).
+    if stored == *recorded {
+        return None;
+    }
     let recorded = match serde_json::from_value::<Resource>(recorded.clone()) {
         Ok(r) => r.to_value(),
         Err(e) => return Some(Mismatch::Event { seq, reason: format!("its object is not a resource: {e}") }),
     };
-    let paths = differences(&recorded, &stored.to_value());
-    (!paths.is_empty()).then(|| Mismatch::Differs { key: stored.key(), seq, paths })
+    let paths = differences(&recorded, &stored);
+    (!paths.is_empty()).then_some(Mismatch::Differs { key, seq, paths })
 }
 
 /// Check a stored resource against `event`, the event its resourceVersion names (`None` if the

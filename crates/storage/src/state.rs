@@ -129,7 +129,7 @@ impl Store {
         // write: leave them out of the count and check each alone. The others did not change.
         let (first, last) = heads.expect("at least one page is read");
         let written = self.writes_between(first, last).await?;
-        let live = self.live_count(last).await? - written.values().filter(|w| w.live).count() as u64;
+        let live = self.live_count(last).await?.saturating_sub(written.values().filter(|w| w.live).count() as u64);
         let counted = listed.iter().filter(|k| !written.contains_key(*k)).count() as u64;
         if counted < live {
             out.mismatches.push(Mismatch::MissingRows { count: live - counted, head: last });

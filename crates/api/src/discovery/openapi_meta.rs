@@ -130,17 +130,18 @@ pub fn meta_schemas() -> Map<String, Value> {
         format!("{META}.DeleteOptions"),
         json!({
             "type": "object",
-            "description": "Options of a delete; only `preconditions.resourceVersion` is acted on.",
+            "description": "Options of a delete; only `preconditions` is acted on.",
             "properties": {
                 "apiVersion": {"description": "Ignored (`v1` in Kubernetes)."},
                 "kind": {"description": "Ignored (`DeleteOptions` in Kubernetes)."},
                 "preconditions": {
                     "type": "object",
-                    "description": "Delete only if the object is still at this version.",
+                    "description": "Delete only if the object is still this one, at this version.",
                     "properties": {
-                        "resourceVersion": {"type": "string", "pattern": "^[0-9]+$",
-                                            "description": "The resourceVersion the object must have (409 otherwise)."},
-                        "uid": {"description": "Ignored."},
+                        "resourceVersion": {"type": "string", "pattern": "^[0-9]+$", "nullable": true,
+                                            "description": "The resourceVersion the object must have (409 otherwise); a number is accepted too."},
+                        "uid": {"type": "string", "nullable": true,
+                                "description": "The uid the object must have (409 otherwise)."},
                     },
                 },
                 "propagationPolicy": {"description": "Ignored: owned resources are always deleted after their owner."},
