@@ -46,7 +46,11 @@ pub async fn dispatch(
 }
 
 fn only_get(method: &Method) -> Result<(), Error> {
-    if method == Method::GET { Ok(()) } else { Err(Error::MethodNotAllowed(format!("{method} is not allowed here"), "GET")) }
+    if method == Method::GET {
+        Ok(())
+    } else {
+        Err(Error::MethodNotAllowed(format!("{method} is not allowed here"), "GET"))
+    }
 }
 
 async fn resource(
