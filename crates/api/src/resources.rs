@@ -74,7 +74,14 @@ async fn resource(
     }
     let namespace = p.namespace.clone().unwrap_or_default();
     let key = |name: &str| ObjectKey::new(&kind.kind, &namespace, name);
-    if !matches!(method, Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+    let takes = matches!(
+        (&method, p.name.is_some(), p.status),
+        (&Method::GET, _, _)
+            | (&Method::POST, false, false)
+            | (&Method::PUT | &Method::PATCH, true, _)
+            | (&Method::DELETE, true, false)
+    );
+    if !takes {
         return Err(not_allowed(&method, &p));
     }
     let dry_run = match query.get("dryRun").map(String::as_str) {

@@ -187,7 +187,13 @@ pub fn params(query: &HashMap<String, String>) -> Result<(Option<u64>, bool, Opt
         None | Some("") | Some("0") => None,
         Some(rv) => Some(rv.parse().map_err(|_| Error::BadRequest(format!("resourceVersion `{rv}` is not valid")))?),
     };
-    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let bookmarks = match query.get("allowWatchBookmarks").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(v) => {
+            return Err(Error::BadRequest(format!("allowWatchBookmarks `{v}` is not a boolean: use true or false")));
+        }
+    };
     let timeout = query
         .get("timeoutSeconds")
         .map(|t| {

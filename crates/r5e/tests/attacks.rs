@@ -512,4 +512,10 @@ fn dry_runs_check_what_the_write_would_and_lenient_parameters_are_refused() {
     odd["metadata"]["namespace"] = json!({});
     assert_eq!(t.admin("POST", &path("w", "guidelines"), &odd).code, 400);
     assert_eq!(t.admin("POST", "/apis/", &Value::Null).json()["kind"], "Status");
+    let bookmarks = format!("{}?allowWatchBookmarks=null", path("w", "guidelines"));
+    assert_eq!(t.admin("GET", &bookmarks, &Value::Null).code, 400);
+    // A method the path does not take is 405 naming those it does, whatever the body.
+    let r = t.call("PATCH", &path("w", "guidelines"), &t.admin, "application/json", &guideline("g", "x"));
+    assert_eq!(r.code, 405, "{}", r.body);
+    assert!(r.head.to_ascii_lowercase().contains("allow: get, post"), "{}", r.head);
 }
