@@ -319,7 +319,11 @@ fn refused_requests_cannot_grow_the_audit_log_by_much() {
 #[test]
 fn bodies_selectors_and_content_types_are_bounded_at_and_past_their_limits() {
     let t = Target::start(&[]);
-    // One byte past the body limit: a Status, not a dropped connection.
+    // A body of exactly the limit is read; one byte past it is a Status, not a dropped connection.
+    let mut exact = serde_json::to_vec(&guideline("exact", "x")).unwrap();
+    exact.resize(3 << 20, b' ');
+    let r = send(t.server.addr(), "POST", &path("w", "guidelines"), Some(&t.admin), Some("application/json"), &exact);
+    assert_eq!(r.code, 201, "{}", &r.body[..r.body.len().min(300)]);
     let big = vec![b' '; (3 << 20) + 1];
     let r = send(t.server.addr(), "POST", &path("w", "guidelines"), Some(&t.admin), Some("application/json"), &big);
     assert_eq!(r.code, 413);
