@@ -391,13 +391,5 @@ pub const MAX_RECORDED_REASON: usize = 1024;
 /// The subject of a decision: the key, cut to a bounded length (a malformed request can name
 /// anything).
 fn bounded_subject(key: &ObjectKey) -> String {
-    let subject = key.to_string();
-    if subject.len() <= MAX_RECORDED_REASON {
-        return subject;
-    }
-    let mut end = MAX_RECORDED_REASON;
-    while !subject.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &subject[..end])
+    domain::json::shorten(&key.to_string(), MAX_RECORDED_REASON)
 }

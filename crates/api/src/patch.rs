@@ -5,6 +5,7 @@
 //! of JSON written into the document in all (the document's own size plus every value an `add`,
 //! `replace` or `copy` puts in), so that a short patch cannot grow a document without end.
 
+use domain::json::shorten;
 use serde_json::{Map, Value};
 
 /// The most operations one JSON patch may have.
@@ -109,21 +110,13 @@ pub fn json_patch(target: &Value, ops: &Value, max_bytes: usize) -> Result<Value
             }
             "test" => {
                 if doc.pointer(path) != Some(&value()?) {
-                    return Err(format!("operation {i}: test failed at `{}`", shorten(path)).into());
+                    return Err(format!("operation {i}: test failed at `{}`", shorten(path, 64)).into());
                 }
             }
-            other => return Err(format!("operation {i}: unknown op `{}`", shorten(other)).into()),
+            other => return Err(format!("operation {i}: unknown op `{}`", shorten(other, 64)).into()),
         }
     }
     Ok(doc)
-}
-
-/// At most 64 characters of what the client sent, for error messages.
-fn shorten(text: &str) -> String {
-    match text.char_indices().nth(64) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_string(),
-    }
 }
 
 fn split(path: &str) -> Result<(String, String), String> {

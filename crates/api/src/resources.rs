@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use domain::json::shorten;
 use domain::{ObjectKey, Resource, Selector};
 use policy::Action;
 use serde_json::{Value, json};
@@ -90,7 +91,7 @@ async fn resource(
         Some(other) => {
             return Err(Error::BadRequest(format!(
                 "dryRun `{}` is not supported: the only value is `All`",
-                shorten(other)
+                shorten(other, 64)
             )));
         }
     };
@@ -99,7 +100,7 @@ async fn resource(
     {
         return Err(Error::BadRequest(format!(
             "fieldValidation `{}` is not one of Strict, Warn, Ignore (r5e always validates strictly)",
-            shorten(v)
+            shorten(v, 64)
         )));
     }
     if method != Method::GET && method != Method::DELETE && !body.is_empty() {
@@ -191,14 +192,6 @@ fn name_of(object: &Value) -> String {
     object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
-/// At most 64 characters of what the client sent, for error messages.
-fn shorten(text: &str) -> String {
-    match text.char_indices().nth(64) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_string(),
-    }
-}
-
 /// The media type of a request body, which must be stated and be one this method accepts.
 fn body_type(headers: &HeaderMap, method: &Method) -> Result<String, Error> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
@@ -217,7 +210,7 @@ fn body_type(headers: &HeaderMap, method: &Method) -> Result<String, Error> {
     } else {
         Err(Error::UnsupportedMediaType(format!(
             "Content-Type `{}` is not accepted here: use {}",
-            shorten(&media),
+            shorten(&media, 64),
             accepted.join(" or ")
         )))
     }
@@ -307,7 +300,10 @@ async fn list(
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
         Some(other) => {
-            return Err(Error::BadRequest(format!("watch `{}` is not a boolean: use true or false", shorten(other))));
+            return Err(Error::BadRequest(format!(
+                "watch `{}` is not a boolean: use true or false",
+                shorten(other, 64)
+            )));
         }
     };
     let action_key = ObjectKey::new(&kind.kind, namespace.unwrap_or_default(), "");
@@ -493,17 +489,16 @@ async fn delete_preconditions(
     {
         return Err(Error::BadRequest("send a dry-run delete as `?dryRun=All`".into()));
     }
-    let mut expected =
-        match options.pointer("/preconditions/resourceVersion") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(rv)) => Some(rv.parse::<u64>().map_err(|_| {
-                Error::BadRequest(format!("preconditions.resourceVersion `{}` is not valid", shorten(rv)))
-            })?),
-            Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(|| {
-                Error::BadRequest(format!("preconditions.resourceVersion {n} is not a valid resourceVersion"))
-            })?),
-            Some(_) => return Err(Error::BadRequest("preconditions.resourceVersion must be a string".into())),
-        };
+    let mut expected = match options.pointer("/preconditions/resourceVersion") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(rv)) => Some(rv.parse::<u64>().map_err(|_| {
+            Error::BadRequest(format!("preconditions.resourceVersion `{}` is not valid", shorten(rv, 64)))
+        })?),
+        Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(|| {
+            Error::BadRequest(format!("preconditions.resourceVersion {n} is not a valid resourceVersion"))
+        })?),
+        Some(_) => return Err(Error::BadRequest("preconditions.resourceVersion must be a string".into())),
+    };
     match options.pointer("/preconditions/uid") {
         None | Some(Value::Null) => {}
         Some(Value::String(uid)) => {
@@ -511,7 +506,7 @@ async fn delete_preconditions(
             if current.metadata.uid.as_deref() != Some(uid.as_str()) {
                 return Err(storage::Error::Conflict(format!(
                     "precondition failed: {key} has another uid than `{}`",
-                    shorten(uid)
+                    shorten(uid, 64)
                 ))
                 .into());
             }

@@ -123,7 +123,10 @@ impl<'de> Visitor<'de> for Strict {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("the key `{}` appears twice in one object", shorten(&key))));
+                return Err(de::Error::custom(format_args!(
+                    "the key `{}` appears twice in one object",
+                    shorten(&key, 64)
+                )));
             }
             let value = map.next_value_seed(Strict)?;
             out.insert(key, value);
@@ -132,9 +135,10 @@ impl<'de> Visitor<'de> for Strict {
     }
 }
 
-/// At most 64 characters of `text`, for quoting what a client sent back to it.
-fn shorten(text: &str) -> String {
-    match text.char_indices().nth(64) {
+/// At most `max` characters of `text` (then `...`): how an error or a record quotes what a client
+/// sent, so that it never echoes a large value back or into the audit log.
+pub fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
         Some((end, _)) => format!("{}...", &text[..end]),
         None => text.to_string(),
     }

@@ -10,6 +10,7 @@ use jsonschema::{ValidationError, Validator};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::json::shorten;
 use crate::kinds::{self, KindInfo};
 use crate::names;
 
@@ -30,14 +31,8 @@ pub const MAX_ERROR_TEXT: usize = 256;
 impl FieldError {
     /// An error at `path`, each part cut to [`MAX_ERROR_TEXT`] characters.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { path: bounded(path.into()), message: bounded(message.into()) }
-    }
-}
-
-fn bounded(text: String) -> String {
-    match text.char_indices().nth(MAX_ERROR_TEXT) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text,
+        let (path, message) = (path.into(), message.into());
+        FieldError { path: shorten(&path, MAX_ERROR_TEXT), message: shorten(&message, MAX_ERROR_TEXT) }
     }
 }
 
@@ -336,11 +331,7 @@ fn dotted(pointer: &str, root: &Value) -> String {
 /// A value as an error message quotes it: at most 64 characters of its JSON, so that an error
 /// never echoes a large value back (or into the audit log).
 fn quote(v: &Value) -> String {
-    let text = v.to_string();
-    match text.char_indices().nth(64) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text,
-    }
+    shorten(&v.to_string(), 64)
 }
 
 fn join(path: &str, field: &str) -> String {

@@ -106,7 +106,7 @@ pub const MAX_VALUES: usize = 256;
 
 /// Why a selector string does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid label selector `{}` at position {position}: {message}", shown(.input))]
+#[error("invalid label selector `{}` at position {position}: {message}", crate::json::shorten(.input, 100))]
 pub struct ParseError {
     /// The whole selector as given.
     pub input: String,
@@ -316,14 +316,6 @@ impl FromStr for Selector {
             }
         };
         run(&mut p).map_err(|(position, message)| ParseError { input: input.to_string(), position, message })
-    }
-}
-
-/// At most 100 characters of a selector, for error messages.
-fn shown(input: &str) -> String {
-    match input.char_indices().nth(100) {
-        Some((end, _)) => format!("{}...", &input[..end]),
-        None => input.to_string(),
     }
 }
 
