@@ -7,6 +7,7 @@ mod listener;
 mod manifests;
 mod output;
 mod private;
+mod sessions;
 mod tls;
 
 use std::path::PathBuf;
@@ -34,6 +35,10 @@ struct DataDir {
     /// embedded database.
     #[arg(long, env = "R5E_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Where sessions' workspaces are made (one directory per session; never inside the data
+    /// directory). Default: `$TMPDIR/r5e-work-<digest of the data directory's path>`.
+    #[arg(long, env = "R5E_WORK_DIR")]
+    work_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +179,11 @@ fn quiet_on_closed_stdout() {
 fn main() -> ExitCode {
     // Before anything is created: what r5e writes is its user's alone (see `private`).
     private::restrict_umask();
+    // The harness launcher runs before any thread exists (it blocks signals process-wide).
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(runtime::sandbox::SUBCOMMAND) {
+        return ExitCode::from(sessions::sandbox_exec(&args[2..]));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("R5E_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

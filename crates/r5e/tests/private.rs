@@ -78,16 +78,23 @@ fn run_keeps_the_data_dir_private() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let quickstart = repo().join("examples/quickstart");
+    let work = dir.path().join("work");
     let run = Command::new(env!("CARGO_BIN_EXE_r5e"))
         .args(["run", quickstart.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+        .args(["--work-dir", work.to_str().unwrap()])
         .env_remove("R5E_DATA_DIR")
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    for name in ["r5e.db", "blobs/sha256", "sessions"] {
+    for name in ["r5e.db", "blobs/sha256"] {
         assert!(data.join(name).exists(), "{name} is made by the run");
     }
-    let (wide, seen) = open_to_others(&data);
-    assert!(wide.is_empty(), "readable by others after run: {wide:#?}");
-    assert!(seen >= 10, "the walk looked at {seen} entries");
+    // Sessions' workspaces are kept apart from the data directory, just as private.
+    assert!(!data.join("sessions").exists(), "workspaces were made inside the data directory");
+    assert!(work.join("default").is_dir(), "the sessions ran in the work dir");
+    for dir in [&data, &work] {
+        let (wide, seen) = open_to_others(dir);
+        assert!(wide.is_empty(), "readable by others after run: {wide:#?}");
+        assert!(seen >= 5, "the walk looked at {seen} entries");
+    }
 }

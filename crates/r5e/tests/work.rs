@@ -106,7 +106,7 @@ fn agent(name: &str, role: &str, script: &str, provider: &str, capabilities: &st
         "apiVersion: r5e.ai/v1alpha1
 kind: Harness
 metadata: {{name: {name}}}
-spec: {{type: command, command: {{program: {program}, args: [\"{}\"], timeoutSeconds: {timeout}}}}}
+spec: {{type: command, command: {{program: {program}, args: [\"{}\"], timeoutSeconds: {timeout}, readPaths: [\"{}\"]}}}}
 ---
 apiVersion: r5e.ai/v1alpha1
 kind: Agent
@@ -117,7 +117,8 @@ spec:
   model: {{provider: {provider}, name: {name}-model}}
   capabilities: {capabilities}
 ",
-        path.display()
+        path.display(),
+        harnesses().display()
     )
 }
 
@@ -339,7 +340,7 @@ fn a_session_whose_process_was_killed_is_marked_degraded_and_never_run_twice() {
             "apiVersion: r5e.ai/v1alpha1
 kind: Harness
 metadata: {{name: stuck}}
-spec: {{type: command, command: {{program: sh, args: [\"{}\"], env: {{MARKER: \"{}\"}}, timeoutSeconds: 120}}}}
+spec: {{type: command, sandbox: none, command: {{program: sh, args: [\"{}\"], env: {{MARKER: \"{}\"}}, timeoutSeconds: 120}}}}
 ---
 apiVersion: r5e.ai/v1alpha1
 kind: Agent

@@ -49,6 +49,24 @@ pub struct Config {
     pub session_workers: usize,
     /// Who holds leases taken by this process.
     pub holder: String,
+    /// How command harnesses are confined.
+    pub sandbox: SandboxConfig,
+}
+
+/// How this process confines command harnesses (see [`crate::sandbox`]).
+#[derive(Clone, Debug, Default)]
+pub struct SandboxConfig {
+    /// The `r5e` binary whose `sandbox-exec` launches a confined harness. `None`: this process
+    /// cannot confine, and a session of a Harness that does not choose `sandbox: none` fails.
+    pub launcher: Option<PathBuf>,
+    /// Paths no harness may read, even below a path it is given: the data directory, and the
+    /// directory of all sessions' workspaces (each gets only its own).
+    pub hidden: Vec<PathBuf>,
+    /// TCP ports every confined harness may connect to (the API's).
+    pub connect_ports: Vec<u16>,
+    /// Put each confined harness in a cgroup of its own (process and memory limits, and a way
+    /// to find every process it started) where the host lets this process create one.
+    pub cgroups: bool,
 }
 
 impl Config {
@@ -62,6 +80,7 @@ impl Config {
             resync: Duration::from_secs(30),
             session_workers: 64,
             holder: format!("r5e-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            sandbox: SandboxConfig::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod controllers;
 pub mod error;
 pub mod harness;
 pub mod protocol;
+pub mod sandbox;
 pub mod session;
 pub mod supervisor;
 pub mod tools;

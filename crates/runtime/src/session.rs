@@ -5,13 +5,16 @@
 //! lands on the audit chain with the status write.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use admission::{Identity, REFLECTED};
 use base64::Engine;
 use chrono::Utc;
-use domain::kinds::agents::{AgentSpec, HarnessSpec, HarnessType, ModelProvider, ToolSpec};
+use domain::kinds::agents::{
+    AgentSpec, CommandHarness, HarnessSpec, HarnessType, ModelProvider, SandboxMode, ToolSpec,
+};
 use domain::kinds::artifact::{ArtifactInput, ArtifactSpec, ArtifactType, Provenance};
 use domain::kinds::task::{AgentSessionSpec, AgentSessionStatus, Decline, SessionPhase, SessionRole, TaskSpec};
 use domain::kinds::work::{NodeSpec, WorkflowSpec};
@@ -20,11 +23,12 @@ use domain::{Digest, ObjectKey, Resource};
 use serde_json::{Value, json};
 
 use crate::context::{Context, labels, local_ref, new_resource, spec};
-use crate::harness::command::Subprocess;
+use crate::harness::command::{Subprocess, resolve};
 use crate::harness::model::{DEFAULT_MAX_TURNS, ModelLoop};
 use crate::harness::providers::{Anthropic, OpenAi, Provider, Scripted};
 use crate::harness::{Fault, Harness};
 use crate::protocol::{self, AgentMessage, Document, Envelope, HostMessage, Outcome, SessionInfo, TaskInfo};
+use crate::sandbox::{self, Limits, Plan};
 use crate::tools::{self, Caller, TOOL_CALLS};
 
 /// Wall-clock limit of a session when neither the Harness nor the step sets one.
@@ -711,12 +715,22 @@ fn start_harness(ctx: &Context, loaded: &Loaded) -> Result<Box<dyn Harness>, Fau
     match h.type_ {
         HarnessType::Command => {
             let cmd = h.command.as_ref().ok_or_else(|| Fault::Io("the Harness has no `command` section".into()))?;
+            let workspace = &loaded.envelope.workspace;
+            let tmp = std::path::Path::new(workspace).join("tmp");
+            std::fs::create_dir_all(&tmp).map_err(|e| Fault::Io(format!("cannot create {}: {e}", tmp.display())))?;
             let env = vec![
                 ("R5E_SESSION".to_string(), loaded.session.metadata.name.clone()),
-                ("R5E_WORKSPACE".to_string(), loaded.envelope.workspace.clone()),
+                ("R5E_WORKSPACE".to_string(), workspace.clone()),
                 ("R5E_PROTOCOL".to_string(), protocol::VERSION.to_string()),
+                ("HOME".to_string(), workspace.clone()),
+                ("TMPDIR".to_string(), tmp.display().to_string()),
             ];
-            Ok(Box::new(Subprocess::start(cmd, &ctx.config.base_dir, &env)?))
+            let confined = match h.sandbox {
+                SandboxMode::None => None,
+                SandboxMode::Landlock => Some(confinement(ctx, loaded, cmd)?),
+            };
+            let confined = confined.as_ref().map(|(launcher, plan)| (launcher.as_path(), plan.clone()));
+            Ok(Box::new(Subprocess::launch(cmd, &ctx.config.base_dir, &env, confined)?))
         }
         HarnessType::Model => {
             let m = h.model.as_ref().ok_or_else(|| Fault::Io("the Harness has no `model` section".into()))?;
@@ -740,6 +754,39 @@ fn start_harness(ctx: &Context, loaded: &Loaded) -> Result<Box<dyn Harness>, Fau
             Ok(Box::new(ModelLoop::new(provider, m.max_turns.unwrap_or(DEFAULT_MAX_TURNS), budget)))
         }
     }
+}
+
+/// The launcher and plan that confine a session's command harness, or why it cannot be confined.
+fn confinement(ctx: &Context, loaded: &Loaded, cmd: &CommandHarness) -> Result<(PathBuf, Plan), Fault> {
+    let opt_out = "a Harness that may run unconfined says `sandbox: none`";
+    let sandbox = &ctx.config.sandbox;
+    let Some(launcher) = sandbox.launcher.clone() else {
+        return Err(Fault::Sandbox(format!("this r5e process has no launcher for confined harnesses ({opt_out})")));
+    };
+    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    AVAILABLE.get_or_init(sandbox::available).clone().map_err(|e| Fault::Sandbox(format!("{e} ({opt_out})")))?;
+    let base = &ctx.config.base_dir;
+    let mut read: Vec<PathBuf> = sandbox::SYSTEM_PATHS.iter().map(PathBuf::from).collect();
+    read.push(base.clone());
+    read.extend(cmd.read_paths.iter().map(|p| resolve(base, p)));
+    if cmd.program.contains('/') {
+        read.push(resolve(base, &cmd.program));
+    }
+    let mut ports = sandbox.connect_ports.clone();
+    ports.extend(&cmd.connect_ports);
+    let plan = Plan {
+        read_write: vec![PathBuf::from(&loaded.envelope.workspace)],
+        read_only: sandbox::without_hidden(&read, &sandbox.hidden),
+        devices: sandbox::DEVICES.iter().map(PathBuf::from).collect(),
+        connect_ports: ports,
+        limits: Limits::from_budgets(&loaded.spec.authority.budgets),
+        cgroup: sandbox
+            .cgroups
+            .then(|| sandbox::cgroup_name(loaded.session.metadata.uid.as_deref().unwrap_or("session"))),
+        parent: std::process::id() as i32,
+        ..Default::default()
+    };
+    Ok((launcher, plan))
 }
 
 /// The model identity a session of `agent` records. A `model` harness calling a real provider

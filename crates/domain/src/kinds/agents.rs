@@ -141,6 +141,30 @@ pub struct HarnessSpec {
     /// The version of the harness protocol spoken on stdio.
     #[serde(default = "default_protocol")]
     pub protocol_version: String,
+    /// How a `command` harness is confined: `landlock` (the default) or `none`, which runs it
+    /// with the server's access to the filesystem and network. Policy sees this field, so an
+    /// operator can forbid unconfined harnesses. Where the kernel cannot confine, a session of a
+    /// Harness that did not choose `none` fails with the reason.
+    #[serde(default, skip_serializing_if = "SandboxMode::is_default")]
+    pub sandbox: SandboxMode,
+}
+
+/// How a `command` harness is confined.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Landlock: read-write only in its workspace, read-only on the system and the base
+    /// directory, TCP only to the API and the ports it declares; resource limits from budgets.
+    #[default]
+    Landlock,
+    /// Not confined (an explicit choice, visible to policy).
+    None,
+}
+
+impl SandboxMode {
+    fn is_default(&self) -> bool {
+        *self == SandboxMode::Landlock
+    }
 }
 
 /// The version of the harness protocol this release speaks.
@@ -194,6 +218,14 @@ pub struct CommandHarness {
     /// Output beyond this many bytes is refused and the session fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_bytes: Option<u64>,
+    /// More paths the confined harness may read (relative to the base directory unless
+    /// absolute), such as an interpreter installed outside the system directories. The data
+    /// directory stays hidden even under one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_paths: Vec<String>,
+    /// TCP ports the confined harness may connect to, beyond the API's (a model gateway's, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connect_ports: Vec<u16>,
 }
 
 /// A built-in model loop.

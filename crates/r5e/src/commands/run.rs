@@ -50,8 +50,8 @@ pub async fn run(path: &Path, data: &DataDir, timeout: Duration, lease: Duration
     }
     let base = if path.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
     let base = std::fs::canonicalize(&base).with_context(|| format!("cannot resolve {}", base.display()))?;
-    let work_dir = std::fs::canonicalize(&data.data_dir)?.join("sessions");
-    let config = Config { lease_ttl: lease, ..Config::new(base, work_dir) };
+    let (work_dir, sandbox) = crate::sessions::prepare(&data.data_dir, data.work_dir.as_deref(), None)?;
+    let config = Config { lease_ttl: lease, sandbox, ..Config::new(base, work_dir) };
     let ctx = runtime::Context::new(admission.clone(), open_cas(&data.data_dir)?, config);
     eprintln!("running {} graph(s): {}", graphs.len(), names(&graphs));
     let rt = Runtime::start(ctx);

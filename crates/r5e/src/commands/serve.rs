@@ -80,9 +80,10 @@ pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
         false => {
             let base = std::fs::canonicalize(&listen.base_dir)
                 .with_context(|| format!("cannot resolve --base-dir {}", listen.base_dir.display()))?;
-            let work = std::fs::canonicalize(&data.data_dir)?.join("sessions");
-            let ctx =
-                runtime::Context::new(admission.clone(), open_cas(&data.data_dir)?, runtime::Config::new(base, work));
+            let (work, sandbox) =
+                crate::sessions::prepare(&data.data_dir, data.work_dir.as_deref(), Some(addr.port()))?;
+            let config = runtime::Config { sandbox, ..runtime::Config::new(base, work) };
+            let ctx = runtime::Context::new(admission.clone(), open_cas(&data.data_dir)?, config);
             Some(runtime::Runtime::start(ctx))
         }
     };

@@ -17,6 +17,7 @@ use tokio::process::{Child, ChildStdin, Command};
 
 use super::{Fault, Harness};
 use crate::protocol::{AgentMessage, HostMessage};
+use crate::sandbox::{self, Plan};
 
 /// Output allowed when the Harness does not say.
 pub const DEFAULT_OUTPUT_LIMIT: u64 = 8 << 20;
@@ -52,20 +53,45 @@ pub fn resolve(base: &Path, path: &str) -> std::path::PathBuf {
 }
 
 impl Subprocess {
-    /// Start `spec.program`. A program given as a relative path (with a `/`) is resolved against
-    /// `base_dir`, as is `workingDir` (which defaults to `base_dir`). The harness inherits nothing
-    /// of r5e's environment (database URLs, provider keys): it gets [`BASE_ENV`], then the
-    /// Harness's declared `env`, then `env` (the protocol variables).
+    /// Start `spec.program` unconfined. A program given as a relative path (with a `/`) is
+    /// resolved against `base_dir`, as is `workingDir` (which defaults to `base_dir`). The harness
+    /// inherits nothing of r5e's environment (database URLs, provider keys): it gets
+    /// [`BASE_ENV`], then the Harness's declared `env`, then `env` (the protocol variables).
     pub fn start(spec: &CommandHarness, base_dir: &Path, env: &[(String, String)]) -> Result<Subprocess, Fault> {
+        Subprocess::launch(spec, base_dir, env, None)
+    }
+
+    /// Start `spec.program` as [`Subprocess::start`] does, but through the `launcher` (the r5e
+    /// binary's `sandbox-exec`) following `plan`, whose program, arguments and working directory
+    /// are filled in here.
+    pub fn launch(
+        spec: &CommandHarness,
+        base_dir: &Path,
+        env: &[(String, String)],
+        confined: Option<(&Path, Plan)>,
+    ) -> Result<Subprocess, Fault> {
         let program = if spec.program.contains('/') {
             resolve(base_dir, &spec.program).display().to_string()
         } else {
             spec.program.clone()
         };
         let cwd = spec.working_dir.as_deref().map(|d| resolve(base_dir, d)).unwrap_or_else(|| base_dir.to_path_buf());
-        let mut cmd = Command::new(&program);
-        cmd.args(&spec.args)
-            .env_clear()
+        let mut cmd = match confined {
+            Some((launcher, mut plan)) => {
+                plan.program = program.clone();
+                plan.args = spec.args.clone();
+                plan.cwd = cwd.clone();
+                let mut cmd = Command::new(launcher);
+                cmd.arg(sandbox::SUBCOMMAND).arg(serde_json::to_string(&plan).expect("plans serialise"));
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(&program);
+                cmd.args(&spec.args);
+                cmd
+            }
+        };
+        cmd.env_clear()
             .envs(BASE_ENV.iter().copied())
             .envs(&spec.env)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -29,6 +29,8 @@ pub enum Fault {
     Io(String),
     /// The model provider failed.
     Provider(String),
+    /// The harness could not be confined, so it was not started.
+    Sandbox(String),
 }
 
 impl fmt::Display for Fault {
@@ -40,6 +42,7 @@ impl fmt::Display for Fault {
             Fault::OutputLimit(n) => write!(f, "harness printed more than its limit of {n} bytes"),
             Fault::Io(m) => write!(f, "harness i/o failed: {m}"),
             Fault::Provider(m) => write!(f, "model provider failed: {m}"),
+            Fault::Sandbox(m) => write!(f, "the harness cannot be confined, so it was not started: {m}"),
         }
     }
 }
