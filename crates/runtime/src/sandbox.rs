@@ -74,9 +74,23 @@ pub struct Limits {
     pub open_files: Option<u64>,
 }
 
-/// System paths a confined harness may read and execute (those that exist).
+/// System paths a confined harness may read and execute (those that exist). Not `/proc`: on it
+/// a process could read the environment and open files of the server's other processes, which
+/// Landlock does not stop for processes of the same user; the harness gets its own
+/// `/proc/<pid>` and the few system-wide files programs read ([`PROC_FILES`]).
 pub const SYSTEM_PATHS: &[&str] =
-    &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/proc", "/sys"];
+    &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/sys"];
+/// The system-wide files of `/proc` a confined harness may read.
+pub const PROC_FILES: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/loadavg",
+    "/proc/uptime",
+    "/proc/version",
+    "/proc/filesystems",
+    "/proc/mounts",
+];
 /// Devices a confined harness may read and write.
 pub const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
 
@@ -353,6 +367,10 @@ fn landlock_self(plan: &Plan) -> Result<(), String> {
     };
     let fail = |e: &dyn std::fmt::Display| format!("Landlock: {e}");
     let existing = |paths: &[PathBuf]| -> Vec<PathBuf> { paths.iter().filter(|p| p.exists()).cloned().collect() };
+    // This process becomes the harness (exec keeps the pid): its own /proc entry, and no other.
+    let mut read_only = plan.read_only.clone();
+    read_only.extend(PROC_FILES.iter().map(PathBuf::from));
+    read_only.push(PathBuf::from(format!("/proc/{}", std::process::id())));
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(ABI))
         .map_err(|e| fail(&e))?
@@ -362,7 +380,7 @@ fn landlock_self(plan: &Plan) -> Result<(), String> {
         .map_err(|e| fail(&e))?
         .create()
         .map_err(|e| fail(&e))?
-        .add_rules(path_beneath_rules(existing(&plan.read_only), AccessFs::from_read(ABI)))
+        .add_rules(path_beneath_rules(existing(&read_only), AccessFs::from_read(ABI)))
         .map_err(|e| fail(&e))?
         .add_rules(path_beneath_rules(existing(&plan.read_write), AccessFs::from_all(ABI)))
         .map_err(|e| fail(&e))?

@@ -22,7 +22,7 @@ use domain::resource::{Condition, ConditionStatus, ObjectRef};
 use domain::{Digest, ObjectKey, Resource};
 use serde_json::{Value, json};
 
-use crate::context::{Context, labels, local_ref, new_resource, spec};
+use crate::context::{Context, SandboxConfig, labels, local_ref, new_resource, spec};
 use crate::harness::command::{Subprocess, resolve};
 use crate::harness::model::{DEFAULT_MAX_TURNS, ModelLoop};
 use crate::harness::providers::{Anthropic, OpenAi, Provider, Scripted};
@@ -758,13 +758,9 @@ fn start_harness(ctx: &Context, loaded: &Loaded) -> Result<Box<dyn Harness>, Fau
 
 /// The launcher and plan that confine a session's command harness, or why it cannot be confined.
 fn confinement(ctx: &Context, loaded: &Loaded, cmd: &CommandHarness) -> Result<(PathBuf, Plan), Fault> {
-    let opt_out = "a Harness that may run unconfined says `sandbox: none`";
-    let sandbox = &ctx.config.sandbox;
-    let Some(launcher) = sandbox.launcher.clone() else {
-        return Err(Fault::Sandbox(format!("this r5e process has no launcher for confined harnesses ({opt_out})")));
-    };
     static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    AVAILABLE.get_or_init(sandbox::available).clone().map_err(|e| Fault::Sandbox(format!("{e} ({opt_out})")))?;
+    let sandbox = &ctx.config.sandbox;
+    let launcher = launcher(sandbox, AVAILABLE.get_or_init(sandbox::available))?;
     let base = &ctx.config.base_dir;
     let mut read: Vec<PathBuf> = sandbox::SYSTEM_PATHS.iter().map(PathBuf::from).collect();
     read.push(base.clone());
@@ -787,6 +783,17 @@ fn confinement(ctx: &Context, loaded: &Loaded, cmd: &CommandHarness) -> Result<(
         ..Default::default()
     };
     Ok((launcher, plan))
+}
+
+/// The launcher of confined harnesses, or (failing closed) why there is none: this process has
+/// no launcher, or the kernel cannot confine (`available`).
+fn launcher(sandbox: &SandboxConfig, available: &Result<(), String>) -> Result<PathBuf, Fault> {
+    let opt_out = "a Harness that may run unconfined says `sandbox: none`";
+    let Some(launcher) = sandbox.launcher.clone() else {
+        return Err(Fault::Sandbox(format!("this r5e process has no launcher for confined harnesses ({opt_out})")));
+    };
+    available.clone().map_err(|e| Fault::Sandbox(format!("{e} ({opt_out})")))?;
+    Ok(launcher)
 }
 
 /// The model identity a session of `agent` records. A `model` harness calling a real provider
@@ -813,6 +820,18 @@ mod tests {
 
     fn identity(provider: &str, name: &str) -> ModelIdentity {
         ModelIdentity { provider: provider.into(), name: name.into(), version: None }
+    }
+
+    #[test]
+    fn a_harness_that_cannot_be_confined_is_not_started() {
+        let none = SandboxConfig::default();
+        let fault = launcher(&none, &Ok(())).unwrap_err();
+        assert!(fault.to_string().contains("no launcher") && fault.to_string().contains("sandbox: none"), "{fault}");
+        let with = SandboxConfig { launcher: Some("/usr/bin/r5e".into()), ..Default::default() };
+        let fault = launcher(&with, &Err("Landlock is not available: ENOSYS".into())).unwrap_err();
+        assert!(fault.to_string().contains("Landlock is not available"), "{fault}");
+        assert!(matches!(fault, Fault::Sandbox(_)));
+        assert_eq!(launcher(&with, &Ok(())).unwrap(), PathBuf::from("/usr/bin/r5e"));
     }
 
     #[test]

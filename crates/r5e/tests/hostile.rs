@@ -1,0 +1,374 @@
+//! A hostile harness (`tests/harnesses/hostile.py`) tries to get around the sandbox, one attack
+//! per test, through the real binary (`r5e run`), on the embedded store and on Postgres. Each
+//! test checks the effect (what the harness could have taken or changed), not only what the
+//! harness says it reached, and that the audit chain still verifies afterwards.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn harnesses() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/harnesses").canonicalize().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The secret planted where only the server may read it.
+const SECRET: &str = "the-admin-token-a-harness-must-never-see";
+
+/// One run of an attack.
+struct Attack {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    work: PathBuf,
+    out: Output,
+    /// The store flags (`--database-url ...`) of the run, for `r5e audit verify`.
+    store: Vec<String>,
+}
+
+impl Attack {
+    fn stdout(&self) -> String {
+        text(&self.out.stdout)
+    }
+
+    /// What the harness reported (`findings.json`), read from the CAS.
+    fn findings(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for entry in walk(&self.data.join("blobs")) {
+            let Ok(bytes) = std::fs::read(&entry) else { continue };
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                && v.get("attack").is_some()
+            {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// The harness reported at least once, and reached nothing.
+    fn assert_contained(&self) {
+        let findings = self.findings();
+        assert!(!findings.is_empty(), "the harness never reported:\n{}\n{}", self.stdout(), text(&self.out.stderr));
+        for f in &findings {
+            assert_eq!(f["reached"], serde_json::json!([]), "the attack got through: {f:#}");
+        }
+    }
+
+    /// No stored byte (artifact, transcript) holds `secret`.
+    fn assert_nothing_holds(&self, secret: &str) {
+        for entry in walk(&self.data.join("blobs")) {
+            let bytes = std::fs::read(&entry).unwrap_or_default();
+            assert!(!text(&bytes).contains(secret), "{} holds the secret", entry.display());
+        }
+    }
+
+    fn assert_chain_verifies(&self) {
+        let mut args = vec!["audit".to_string(), "verify".into(), "--state".into(), "--data-dir".into()];
+        args.push(self.data.display().to_string());
+        args.extend(self.store.iter().cloned());
+        let out = Command::new(env!("CARGO_BIN_EXE_r5e")).args(&args).output().unwrap();
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+/// Run `attack` with the Graph's `budgets` (YAML flow map) and the extra Harness `env`, on the
+/// embedded store, or on Postgres when `database` is given.
+fn run_attack(attack: &str, budgets: &str, env: &[(&str, String)], database: Option<&str>) -> Attack {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("manifests");
+    let data = dir.path().join("data");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&data).unwrap();
+    // What the server keeps: a token, and another session's workspace.
+    std::fs::write(data.join("admin.token"), SECRET).unwrap();
+    std::fs::create_dir_all(work.join("default/victim")).unwrap();
+    std::fs::write(work.join("default/victim/secret.txt"), SECRET).unwrap();
+    copy_dir(&repo().join("examples/quickstart"), &root);
+    std::fs::remove_file(root.join("20-work.yaml")).unwrap();
+    let mut harness_env = format!("ATTACK: {attack}, TARGET_DATA: \"{}\"", data.canonicalize().unwrap().display());
+    for (k, v) in env {
+        harness_env.push_str(&format!(", {k}: \"{v}\""));
+    }
+    let manifests = format!(
+        "apiVersion: r5e.ai/v1alpha1
+kind: Graph
+metadata: {{name: g}}
+spec:
+  authority: {{capabilities: [notes.write], budgets: {budgets}}}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Harness
+metadata: {{name: hostile}}
+spec:
+  type: command
+  command: {{program: python3, args: [\"{script}\"], env: {{{harness_env}}}, timeoutSeconds: 60, maxOutputBytes: 1048576, readPaths: [\"{dir}\"]}}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Agent
+metadata: {{name: hostile, labels: {{r5e.ai/role: hostile}}}}
+spec: {{role: Task, harnessRef: {{name: hostile}}, model: {{provider: mallory, name: m1}}, capabilities: [notes.write]}}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Workflow
+metadata: {{name: w}}
+spec:
+  steps:
+    - name: attack
+      agentSelector: {{matchLabels: {{r5e.ai/role: hostile}}}}
+      review: {{reviewerSelector: {{matchLabels: {{r5e.ai/role: reviewer}}}}, maxRounds: 1}}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Node
+metadata: {{name: n}}
+spec: {{graphRef: {{name: g}}, description: an attack, workflowRef: {{name: w}}, inputs: {{}}}}
+",
+        script = harnesses().join("hostile.py").display(),
+        dir = harnesses().display(),
+    );
+    std::fs::write(root.join("20-work.yaml"), manifests).unwrap();
+    let mut store = Vec::new();
+    if let Some(url) = database {
+        store = vec!["--database-url".to_string(), url.to_string()];
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_r5e"))
+        .args(["run", root.to_str().unwrap(), "--timeout", "120", "--data-dir"])
+        .arg(&data)
+        .arg("--work-dir")
+        .arg(&work)
+        .args(&store)
+        .env_remove("R5E_DATA_DIR")
+        .env_remove("R5E_DATABASE_URL")
+        .env("R5E_TEST_SERVER_SECRET", SECRET)
+        .output()
+        .expect("r5e runs");
+    Attack { _dir: dir, data, work, out, store }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "__pycache__" {
+                copy_dir(&entry.path(), &target);
+            }
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Run `attack` on the embedded store and (when a server is configured) on Postgres, and check
+/// each run with `check`.
+async fn on_both_stores(attack: &str, budgets: &str, env: &[(&str, String)], check: impl Fn(&Attack)) {
+    let embedded = run_attack(attack, budgets, env, None);
+    check(&embedded);
+    embedded.assert_chain_verifies();
+    if let Some(url) = storage_postgres::testing::fresh_database_url().await {
+        let pg = run_attack(attack, budgets, env, Some(&url));
+        check(&pg);
+        pg.assert_chain_verifies();
+    }
+}
+
+const BUDGETS: &str = "{tool_calls: 5}";
+
+#[tokio::test]
+async fn read_the_admin_token() {
+    on_both_stores("read-admin-token", BUDGETS, &[], |a| {
+        a.assert_contained();
+        a.assert_nothing_holds(SECRET);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn read_the_database() {
+    // On Postgres there is no database file: the attack finds nothing, which is also contained.
+    on_both_stores("read-database", BUDGETS, &[], |a| a.assert_contained()).await;
+}
+
+#[tokio::test]
+async fn read_the_cas() {
+    on_both_stores("read-cas", BUDGETS, &[], |a| a.assert_contained()).await;
+}
+
+#[tokio::test]
+async fn read_another_sessions_workspace() {
+    on_both_stores("read-another-workspace", BUDGETS, &[], |a| {
+        a.assert_contained();
+        a.assert_nothing_holds(SECRET);
+        assert!(a.work.join("default/victim/secret.txt").exists());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn read_the_servers_environment() {
+    on_both_stores("read-server-environment", BUDGETS, &[], |a| {
+        a.assert_contained();
+        a.assert_nothing_holds(SECRET);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn write_to_the_data_directory() {
+    on_both_stores("write-data-dir", BUDGETS, &[], |a| {
+        a.assert_contained();
+        assert!(!a.data.join("planted").exists(), "the harness planted a file in the data directory");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn follow_a_symlink_out_of_the_workspace() {
+    on_both_stores("follow-a-symlink-out", BUDGETS, &[], |a| {
+        a.assert_contained();
+        a.assert_nothing_holds(SECRET);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn climb_out_of_the_workspace_with_dotdot() {
+    on_both_stores("climb-out-with-dotdot", BUDGETS, &[], |a| {
+        a.assert_contained();
+        a.assert_nothing_holds(SECRET);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn use_a_descriptor_inherited_from_the_server() {
+    on_both_stores("read-inherited-descriptors", BUDGETS, &[], |a| a.assert_contained()).await;
+}
+
+#[tokio::test]
+async fn signal_or_kill_the_server() {
+    on_both_stores("signal-the-server", BUDGETS, &[], |a| {
+        a.assert_contained();
+        assert!(a.stdout().contains("audit chain verified"), "the run did not finish: {}", a.stdout());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connect_to_a_port_it_was_not_given() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    on_both_stores("connect-elsewhere", BUDGETS, &[("TARGET_PORT", port.clone())], |a| a.assert_contained()).await;
+    assert!(listener.accept().is_err(), "a harness connected to the listener");
+}
+
+#[tokio::test]
+async fn fork_processes_that_outlive_the_session() {
+    let marker = format!("r5e-stray-{}", std::process::id());
+    on_both_stores("fork-processes-that-outlive-the-session", BUDGETS, &[("MARKER", marker.clone())], |a| {
+        a.assert_contained();
+        let ps = Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+        assert!(ps.stdout.is_empty(), "processes outlived their session: {}", text(&ps.stdout));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fork_bomb() {
+    on_both_stores("fork-bomb", "{tool_calls: 5, processes: 40}", &[], |a| {
+        a.assert_contained();
+        let notes = a.findings()[0]["notes"].to_string();
+        assert!(notes.contains("started"), "{notes}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn exhaust_memory() {
+    // 4 GiB asked for against a budget of 512 MiB: refused or killed, and the run goes on.
+    on_both_stores("exhaust-memory", "{tool_calls: 5, memory_bytes: 536870912}", &[], |a| {
+        let findings = a.findings();
+        for f in &findings {
+            assert_eq!(f["reached"], serde_json::json!([]), "{f:#}");
+        }
+        assert!(a.stdout().contains("audit chain verified"), "{}", a.stdout());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn write_a_file_beyond_its_budget() {
+    on_both_stores("write-a-huge-file", "{tool_calls: 5, file_bytes: 1048576}", &[], |a| {
+        a.assert_contained();
+        let huge = walk(&a.work).into_iter().find(|p| p.ends_with("huge")).expect("the file was started");
+        assert!(std::fs::metadata(huge).unwrap().len() <= 1 << 20);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn flood_the_output() {
+    on_both_stores("flood-output", BUDGETS, &[], |a| {
+        let stdout = a.stdout();
+        assert!(stdout.contains("harness printed more than its limit of 1048576 bytes"), "{stdout}");
+        assert!(stdout.contains("audit chain verified"), "{stdout}");
+    })
+    .await;
+}
+
+#[test]
+fn run_unconfined_where_policy_forbids_it() {
+    // `sandbox: none` is a field policy sees: here a Policy forbids it, and the Harness that asks
+    // for it is refused at admission.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("manifests");
+    copy_dir(&repo().join("examples/quickstart"), &root);
+    std::fs::write(
+        root.join("05-no-unconfined.yaml"),
+        "apiVersion: r5e.ai/v1alpha1
+kind: Policy
+metadata: {name: harnesses-stay-confined}
+spec:
+  cedar: |
+    forbid(principal, action, resource is r5e::Harness)
+      when { resource.spec has sandbox && resource.spec.sandbox == \"none\" };
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Harness
+metadata: {name: escapee}
+spec: {type: command, sandbox: none, command: {program: sh, args: [-c, 'cat /etc/hostname']}}
+",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_r5e"))
+        .args(["run", root.to_str().unwrap(), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .env_remove("R5E_DATA_DIR")
+        .env_remove("R5E_DATABASE_URL")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    let refused = stdout.lines().find(|l| l.contains("default/escapee")).unwrap_or_default();
+    assert!(refused.contains("refused"), "{stdout}");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("forbidden by default/harnesses-stay-confined"), "the refusal names the policy: {stderr}");
+    assert!(!out.status.success(), "a run with a refused manifest does not start the work");
+}
