@@ -11,6 +11,9 @@ pub struct Identity {
     pub principal: Principal,
     /// For a session, the authority its token carries: everything it writes must stay within it.
     pub authority: Option<Authority>,
+    /// The credential the actor presented, when admission must check it on every request (a
+    /// session's token): see [`crate::Credentials`].
+    pub credential: Option<std::sync::Arc<str>>,
 }
 
 impl Identity {
@@ -23,6 +26,7 @@ impl Identity {
                 groups: groups.iter().map(|g| g.to_string()).collect(),
             },
             authority: None,
+            credential: None,
         }
     }
 
@@ -35,6 +39,7 @@ impl Identity {
                 groups: groups.iter().map(|g| g.to_string()).collect(),
             },
             authority: None,
+            credential: None,
         }
     }
 
@@ -47,7 +52,14 @@ impl Identity {
                 groups: Vec::new(),
             },
             authority: Some(authority),
+            credential: None,
         }
+    }
+
+    /// This identity, bound to `credential`: admission checks it on every request.
+    pub fn with_credential(mut self, credential: &str) -> Identity {
+        self.credential = Some(credential.into());
+        self
     }
 
     /// How the audit log names this actor: `user:alice`, `serviceaccount:ns/name`,

@@ -22,10 +22,12 @@ mod policies;
 mod stages;
 
 use std::fmt;
+use std::sync::Arc;
 
 use domain::chain::EventDraft;
 use domain::schema::FieldError;
 use domain::{Digest, ObjectKey, Resource};
+use policy::PrincipalKind;
 use serde_json::{Value, json};
 use storage::Store;
 
@@ -123,17 +125,100 @@ pub struct Review {
     pub policy_set: Digest,
 }
 
+/// Checks the credential an identity presents (a session's token) against each request: the
+/// one path by which a session's authority is decided, whether it asks on its harness's stdio
+/// or over the API.
+pub trait Credentials: Send + Sync + std::fmt::Debug {
+    /// Whether `credential` allows `action` on `target` (using `capability`, for a tool call).
+    fn check(
+        &self,
+        credential: &str,
+        action: &str,
+        target: &ObjectKey,
+        capability: Option<&str>,
+    ) -> Result<Checked, String>;
+    /// Whether `credential` is still live, given its session as stored (`None` if it is gone).
+    fn live(&self, credential: &str, session: Option<&Resource>) -> Result<(), String>;
+}
+
+/// What a credential that allowed a request says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The session the credential belongs to.
+    pub session: ObjectKey,
+    /// The request is a read the credential grants outright (its own objects, its inputs).
+    pub reads_outright: bool,
+}
+
 /// The admission pipeline over a store.
 #[derive(Debug)]
 pub struct Admission {
     store: Store,
     policies: policies::Cache,
+    credentials: Option<Arc<dyn Credentials>>,
 }
 
 impl Admission {
     /// Admission over `store`.
     pub fn new(store: Store) -> Admission {
-        Admission { store, policies: policies::Cache::default() }
+        Admission { store, policies: policies::Cache::default(), credentials: None }
+    }
+
+    /// Check the credentials identities present with `credentials`. Without it, an identity
+    /// that presents one is refused.
+    pub fn with_credentials(mut self, credentials: Arc<dyn Credentials>) -> Admission {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Whether the credential `who` presents (if any) allows `action` on `target` and is still
+    /// live; `Ok(true)` when it grants the read outright. Not recorded: callers record refusals.
+    async fn check_credential(
+        &self,
+        who: &Identity,
+        action: &str,
+        target: &ObjectKey,
+        capability: Option<&str>,
+    ) -> Result<bool, Error> {
+        let Some(credential) = who.credential.as_deref() else { return Ok(false) };
+        let forbid = |reason: String| Error::Forbidden { stage: Stage::Identity, reason };
+        let Some(checker) = &self.credentials else {
+            return Err(forbid(format!("{} presents a token this server cannot check", who.actor())));
+        };
+        let checked = checker
+            .check(credential, action, target, capability)
+            .map_err(|e| forbid(format!("the token of {} does not allow this: {e}", who.actor())))?;
+        if who.principal.kind != PrincipalKind::Session
+            || who.principal.id != format!("{}/{}", checked.session.namespace, checked.session.name)
+        {
+            return Err(forbid(format!("the token belongs to {}, not to {}", checked.session, who.actor())));
+        }
+        let session = match self.store.graph.get(&checked.session).await {
+            Ok(s) => Some(s),
+            Err(storage::Error::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        checker
+            .live(credential, session.as_ref())
+            .map_err(|e| forbid(format!("the token of {} no longer acts: {e}", who.actor())))?;
+        Ok(checked.reads_outright)
+    }
+
+    /// Whether the credential `who` presents (if any) is still live: what ends a watch opened
+    /// with a session's token once the session is over.
+    pub async fn credential_live(&self, who: &Identity) -> bool {
+        let Some(home) = who.namespace() else { return true };
+        let own = ObjectKey::new("AgentSession", home, who.principal.id.split_once('/').map_or("", |(_, n)| n));
+        self.check_credential(who, policy::Action::Get.as_str(), &own, None).await.is_ok()
+    }
+
+    async fn record_refusal(&self, who: &Identity, action: &str, target: &ObjectKey, error: Error) -> Error {
+        let set = self.policies.current(&self.store).await;
+        let record = decision_record(who, action, target, Err(&error), &[], set.digest());
+        match self.store.events.append(record).await {
+            Ok(_) => error,
+            Err(e) => e.into(),
+        }
     }
 
     /// The store, for reads.
@@ -175,6 +260,11 @@ impl Admission {
         action: policy::Action,
         target: &ObjectKey,
     ) -> Result<(), Error> {
+        match self.check_credential(who, action.as_str(), target, None).await {
+            Ok(true) if action == policy::Action::Get => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(self.record_refusal(who, action.as_str(), target, e).await),
+        }
         let set = self.policies.current(&self.store).await;
         match stages::authorize_request(&set, who, action, target) {
             Ok(allowed) => {
@@ -208,6 +298,9 @@ impl Admission {
     /// [`Admission::authorize_request`] without recording anything: what it would decide (for
     /// explaining a decision).
     pub async fn check_request(&self, who: &Identity, action: policy::Action, key: &ObjectKey) -> Result<(), Error> {
+        if self.check_credential(who, action.as_str(), key, None).await? && action == policy::Action::Get {
+            return Ok(());
+        }
         let set = self.policies.current(&self.store).await;
         stages::authorize_request(&set, who, action, key).map(|_| ()).map_err(|(e, _)| e)
     }
@@ -215,17 +308,17 @@ impl Admission {
     /// Record that a request by `who` to `action` `target` was refused with `error` before
     /// admission could see a resource (a JSON patch whose `test` failed, say), and return it.
     pub async fn refuse(&self, who: &Identity, action: policy::Action, target: &ObjectKey, error: Error) -> Error {
-        let set = self.policies.current(&self.store).await;
-        let record = decision_record(who, action.as_str(), target, Err(&error), &[], set.digest());
-        match self.store.events.append(record).await {
-            Ok(_) => error,
-            Err(e) => e.into(),
-        }
+        self.record_refusal(who, action.as_str(), target, error).await
     }
 
     /// Policy and identity for `action` (such as calling a Tool) on an existing resource; the
     /// decision, allow or deny, is recorded on the chain like every other.
     pub async fn authorize(&self, who: &Identity, action: policy::Action, target: &Resource) -> Result<(), Error> {
+        // A Tool is called with the capability it names.
+        let capability = target.spec.get("capability").and_then(Value::as_str).filter(|_| target.kind == "Tool");
+        if let Err(e) = self.check_credential(who, action.as_str(), &target.key(), capability).await {
+            return Err(self.record_refusal(who, action.as_str(), &target.key(), e).await);
+        }
         let set = self.policies.current(&self.store).await;
         let outcome = stages::authorize_on(&set, who, action, target);
         let (result, policies) = match &outcome {
@@ -240,6 +333,9 @@ impl Admission {
     /// Run every stage for a request and say what would happen, writing nothing.
     pub async fn review(&self, who: &Identity, operation: Operation, object: Value) -> Review {
         let set = self.policies.current(&self.store).await;
+        if let Err(e) = self.check_credential(who, operation.action().as_str(), &key_of(&object), None).await {
+            return Review { outcome: Err(e), policies: Vec::new(), policy_set: set.digest() };
+        }
         let (outcome, policies) = match stages::run(&self.store, &set, who, operation, &object).await {
             Ok(admitted) => (Ok(()), admitted.policies),
             Err((e, policies)) => (Err(e), policies),
@@ -254,8 +350,11 @@ impl Admission {
         object: Value,
         expected: Option<u64>,
     ) -> Result<Resource, Error> {
-        let set = self.policies.current(&self.store).await;
         let key = key_of(&object);
+        if let Err(e) = self.check_credential(who, op.action().as_str(), &key, None).await {
+            return Err(self.record_refusal(who, op.action().as_str(), &key, e).await);
+        }
+        let set = self.policies.current(&self.store).await;
         match stages::run(&self.store, &set, who, op, &object).await {
             Err((error, policies)) => {
                 let record = decision_record(who, op.action().as_str(), &key, Err(&error), &policies, set.digest());

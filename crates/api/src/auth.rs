@@ -54,6 +54,8 @@ impl TokenRecord {
 pub struct Tokens {
     by_hash: Arc<RwLock<HashMap<Digest, TokenRecord>>>,
     file: Option<Arc<TokenFile>>,
+    /// Checks sessions' tokens (Biscuit), if this server issues them.
+    sessions: Option<tokens::Verifier>,
 }
 
 #[derive(Debug)]
@@ -86,7 +88,7 @@ impl Tokens {
     /// Tokens from their records.
     pub fn new(records: Vec<TokenRecord>) -> Tokens {
         let map = records.into_iter().map(|r| (r.hash, r)).collect();
-        Tokens { by_hash: Arc::new(RwLock::new(map)), file: None }
+        Tokens { by_hash: Arc::new(RwLock::new(map)), file: None, sessions: None }
     }
 
     /// Tokens kept in `path`, re-read whenever the file changes.
@@ -97,6 +99,13 @@ impl Tokens {
         };
         tokens.refresh()?;
         Ok(tokens)
+    }
+
+    /// Also accept sessions' tokens signed by the key behind `verifier`. A session's token
+    /// stands for the session; admission checks the token itself on every request.
+    pub fn with_sessions(mut self, verifier: tokens::Verifier) -> Tokens {
+        self.sessions = Some(verifier);
+        self
     }
 
     /// Re-read the file if it changed since the last read.
@@ -133,17 +142,33 @@ impl Tokens {
                 Err(Error::Unauthorized("this token has expired".into()))
             }
             Some(r) => r.identity().ok_or_else(|| Error::Unauthorized(format!("token of unknown kind `{}`", r.kind))),
-            None => Err(Error::Unauthorized("unknown bearer token".into())),
+            None => match &self.sessions {
+                // Not one of the tokens on file: it may be a session's.
+                Some(verifier) if tokens::inspect(token).is_ok() => {
+                    let claims = verifier
+                        .identify(token, chrono::Utc::now())
+                        .map_err(|e| Error::Unauthorized(format!("session token refused: {e}")))?;
+                    Ok(Identity::session(&claims.namespace, &claims.session, claims.authority).with_credential(token))
+                }
+                _ => Err(Error::Unauthorized("unknown bearer token".into())),
+            },
         }
     }
 
-    /// Resolves once the token in `headers` no longer authenticates (revoked, expired, or gone),
-    /// checking every `every`: what ends a watch opened with it.
-    pub async fn until_invalid(&self, headers: HeaderMap, every: std::time::Duration) {
+    /// Resolves once the token in `headers` no longer authenticates (revoked, expired, or gone)
+    /// or, for a session's token, no longer acts (the session ended), checking every `every`:
+    /// what ends a watch opened with it.
+    pub async fn until_invalid(
+        &self,
+        headers: HeaderMap,
+        every: std::time::Duration,
+        admission: Arc<admission::Admission>,
+    ) {
         loop {
             tokio::time::sleep(every).await;
-            if self.authenticate(&headers).is_err() {
-                return;
+            match self.authenticate(&headers) {
+                Ok(who) if admission.credential_live(&who).await => {}
+                _ => return,
             }
         }
     }

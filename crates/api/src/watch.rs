@@ -113,8 +113,8 @@ pub async fn serve(state: &AppState, w: Watch, window: u64) -> Result<Response, 
     let kind = w.kind.clone();
     let bookmarks = w.bookmarks;
     let timeout = w.timeout;
-    let (tokens, headers) = (state.tokens.clone(), w.headers.clone());
-    let token_gone = async move { tokens.until_invalid(headers, TOKEN_CHECK).await };
+    let (tokens, headers, admission) = (state.tokens.clone(), w.headers.clone(), state.admission.clone());
+    let token_gone = async move { tokens.until_invalid(headers, TOKEN_CHECK, admission).await };
     let changes = store.events.stream(after).filter_map(move |e| {
         let out = match e {
             Ok(e) => watch_event(&w, &prefix, &e).map(|v| (e.seq, Some(line(&v)))).or(Some((e.seq, None))),

@@ -48,6 +48,15 @@ pub fn prepare(data_dir: &Path, work_dir: Option<&Path>, api_port: Option<u16>) 
     Ok((work, sandbox))
 }
 
+/// The server's key for sessions' tokens: `<data dir>/session.key` (0600), made on first use.
+/// It lies in the data directory, which no harness can read.
+pub fn issuer(data_dir: &Path) -> Result<tokens::Issuer> {
+    Ok(tokens::Issuer::load_or_create(&data_dir.join(KEY_FILE))?)
+}
+
+/// The file of the sessions' token key in the data directory.
+pub const KEY_FILE: &str = "session.key";
+
 /// `r5e sandbox-exec`: the two stages of the harness launcher (see `runtime::sandbox`).
 pub fn sandbox_exec(args: &[String]) -> u8 {
     let status = match args {

@@ -51,6 +51,26 @@ pub struct Config {
     pub holder: String,
     /// How command harnesses are confined.
     pub sandbox: SandboxConfig,
+    /// How sessions get their tokens; `None`: they get none, and act only on their stdio.
+    pub credentials: Option<SessionCredentials>,
+}
+
+/// What sessions' tokens are minted with, and where a harness may use them.
+#[derive(Clone, Debug)]
+pub struct SessionCredentials {
+    /// The server's token key.
+    pub issuer: Arc<tokens::Issuer>,
+    /// The API a harness may call with its token (`R5E_API`), if this process serves one.
+    pub api: Option<ApiAccess>,
+}
+
+/// The API a harness is told about.
+#[derive(Clone, Debug)]
+pub struct ApiAccess {
+    /// Its base URL.
+    pub url: String,
+    /// The certificate (PEM) of the authority that signed the API's, for TLS (`R5E_API_CA`).
+    pub ca_pem: Option<String>,
 }
 
 /// How this process confines command harnesses (see [`crate::sandbox`]).
@@ -81,6 +101,7 @@ impl Config {
             session_workers: 64,
             holder: format!("r5e-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             sandbox: SandboxConfig::default(),
+            credentials: None,
         }
     }
 }

@@ -16,8 +16,10 @@ use domain::kinds::agents::{
     AgentSpec, CommandHarness, HarnessSpec, HarnessType, ModelProvider, SandboxMode, ToolSpec,
 };
 use domain::kinds::artifact::{ArtifactInput, ArtifactSpec, ArtifactType, Provenance};
-use domain::kinds::task::{AgentSessionSpec, AgentSessionStatus, Decline, SessionPhase, SessionRole, TaskSpec};
-use domain::kinds::work::{NodeSpec, WorkflowSpec};
+use domain::kinds::task::{
+    AgentSessionSpec, AgentSessionStatus, Decline, SessionCredential, SessionPhase, SessionRole, TaskSpec,
+};
+use domain::kinds::work::{GraphSpec, NodeSpec, WorkflowSpec};
 use domain::resource::{Condition, ConditionStatus, ObjectRef};
 use domain::{Digest, ObjectKey, Resource};
 use serde_json::{Value, json};
@@ -46,6 +48,10 @@ struct Loaded {
     timeout: Duration,
     /// The Tools the Workflow step names, when it names any: only these may be called.
     step_tools: Option<Vec<String>>,
+    /// The work chain from the Graph down to the session, for its token.
+    chain: Vec<tokens::Level>,
+    /// What the session may read outright (kind, name): its own objects and its inputs.
+    reads: Vec<(String, String)>,
 }
 
 /// What the harness produced, as it went.
@@ -93,8 +99,18 @@ async fn run_inner(ctx: &Arc<Context>, key: &ObjectKey) -> crate::Result<()> {
             return end(ctx, key, record, SessionPhase::Failed).await;
         }
     };
-    let identity = Identity::session(&key.namespace, &key.name, loaded.spec.authority.clone());
-    let mut harness = match start_harness(ctx, &loaded) {
+    let mut identity = Identity::session(&key.namespace, &key.name, loaded.spec.authority.clone());
+    let token = match mint(ctx, key, &loaded).await {
+        Ok(t) => t,
+        Err(reason) => {
+            record.fault = Some(reason);
+            return end(ctx, key, record, SessionPhase::Failed).await;
+        }
+    };
+    if let Some(t) = &token {
+        identity = identity.with_credential(t);
+    }
+    let mut harness = match start_harness(ctx, &loaded, token.as_deref()) {
         Ok(h) => h,
         Err(fault) => {
             record.fault = Some(fault.to_string());
@@ -586,6 +602,27 @@ async fn load(ctx: &Context, key: &ObjectKey) -> Result<Loaded, String> {
     }
     let node = get("Node", task_spec.node_ref.name.clone()).await?;
     let node_spec: NodeSpec = spec(&node).map_err(|e| e.to_string())?;
+    let graph_spec: GraphSpec = spec(&get("Graph", task_spec.graph_ref.name.clone()).await?).map_err(|e| e.to_string())?;
+    let level = |kind: &str, name: &str, authority: &domain::Authority| tokens::Level {
+        name: format!("{kind}/{name}"),
+        authority: authority.clone(),
+    };
+    let chain = vec![
+        level("Graph", &task_spec.graph_ref.name, &graph_spec.authority),
+        level("Node", &node.metadata.name, node_spec.authority.as_ref().unwrap_or(&graph_spec.authority)),
+        level("Task", &task.metadata.name, &task_spec.authority),
+        level("AgentSession", &key.name, &s.authority),
+    ];
+    let mut reads: Vec<(String, String)> = vec![
+        ("AgentSession".into(), key.name.clone()),
+        ("Task".into(), task.metadata.name.clone()),
+        ("Node".into(), node.metadata.name.clone()),
+        ("Graph".into(), task_spec.graph_ref.name.clone()),
+    ];
+    reads.extend(s.inputs.iter().map(|i| ("Artifact".to_string(), i.name.clone())));
+    if let Some(target) = &s.review_of {
+        reads.push(("Artifact".into(), target.artifact_ref.name.clone()));
+    }
     let step = match &node_spec.workflow_ref {
         Some(w) => {
             let wf: WorkflowSpec = spec(&get("Workflow", w.name.clone()).await?).map_err(|e| e.to_string())?;
@@ -671,7 +708,7 @@ async fn load(ctx: &Context, key: &ObjectKey) -> Result<Loaded, String> {
         review,
         workspace: workspace.display().to_string(),
     };
-    Ok(Loaded { session, spec: s, task_spec, harness, envelope, timeout, step_tools })
+    Ok(Loaded { session, spec: s, task_spec, harness, envelope, timeout, step_tools, chain, reads })
 }
 
 async fn document(ctx: &Context, name: &str, digest: &Digest, media_type: &str) -> Result<Document, String> {
@@ -710,7 +747,30 @@ async fn guidelines(ctx: &Context, ns: &str, digests: &[Digest]) -> Result<Vec<p
     Ok(out)
 }
 
-fn start_harness(ctx: &Context, loaded: &Loaded) -> Result<Box<dyn Harness>, Fault> {
+/// Mint the session's token and record it (by its revocation id) on the session's status, so that
+/// it acts from now until the session ends. `None` when this process gives sessions no tokens.
+async fn mint(ctx: &Context, key: &ObjectKey, loaded: &Loaded) -> Result<Option<String>, String> {
+    let Some(credentials) = &ctx.config.credentials else { return Ok(None) };
+    let issued_at = Utc::now();
+    let lasts = loaded.timeout + REFLECT_WAIT + Duration::from_secs(60);
+    let expires_at = issued_at + chrono::Duration::from_std(lasts).unwrap_or_default();
+    let grant = tokens::Grant {
+        namespace: key.namespace.clone(),
+        session: key.name.clone(),
+        uid: loaded.session.metadata.uid.clone().unwrap_or_default(),
+        chain: loaded.chain.clone(),
+        reads: loaded.reads.clone(),
+        expires_at,
+    };
+    let minted = credentials.issuer.mint(&grant).map_err(|e| e.to_string())?;
+    let credential = SessionCredential { revocation_id: minted.revocation_id.clone(), issued_at, expires_at };
+    ctx.patch_status::<AgentSessionStatus, _>(key, |_, s| s.credential = Some(credential.clone()))
+        .await
+        .map_err(|e| format!("the session's token could not be recorded: {e}"))?;
+    Ok(Some(minted.token))
+}
+
+fn start_harness(ctx: &Context, loaded: &Loaded, token: Option<&str>) -> Result<Box<dyn Harness>, Fault> {
     let h = &loaded.harness;
     match h.type_ {
         HarnessType::Command => {
@@ -718,13 +778,23 @@ fn start_harness(ctx: &Context, loaded: &Loaded) -> Result<Box<dyn Harness>, Fau
             let workspace = &loaded.envelope.workspace;
             let tmp = std::path::Path::new(workspace).join("tmp");
             std::fs::create_dir_all(&tmp).map_err(|e| Fault::Io(format!("cannot create {}: {e}", tmp.display())))?;
-            let env = vec![
+            let mut env = vec![
                 ("R5E_SESSION".to_string(), loaded.session.metadata.name.clone()),
+                ("R5E_NAMESPACE".to_string(), loaded.session.key().namespace.clone()),
                 ("R5E_WORKSPACE".to_string(), workspace.clone()),
                 ("R5E_PROTOCOL".to_string(), protocol::VERSION.to_string()),
                 ("HOME".to_string(), workspace.clone()),
                 ("TMPDIR".to_string(), tmp.display().to_string()),
             ];
+            if let Some(token) = token {
+                env.push(("R5E_TOKEN".to_string(), token.to_string()));
+            }
+            if let Some(api) = ctx.config.credentials.as_ref().and_then(|c| c.api.as_ref()) {
+                env.push(("R5E_API".to_string(), api.url.clone()));
+                if let Some(ca) = &api.ca_pem {
+                    env.push(("R5E_API_CA".to_string(), ca.clone()));
+                }
+            }
             let confined = match h.sandbox {
                 SandboxMode::None => None,
                 SandboxMode::Landlock => Some(confinement(ctx, loaded, cmd)?),

@@ -49,9 +49,14 @@ pub const SESSION_OPERATIONS: &[&str] = &["get", "list", "watch", "create", "cal
 const CHECK_TIME: Duration = Duration::from_millis(100);
 
 /// The server's signing key for session tokens.
-#[derive(Debug)]
 pub struct Issuer {
     root: KeyPair,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer").field("public_key", &self.root.public().to_string()).finish()
+    }
 }
 
 /// One level of the work chain, and the authority it holds.
@@ -291,6 +296,38 @@ impl Verifier {
         .map_err(refused)?;
         authz.authorize().map_err(refused)?;
         Ok(parsed.revocation_identifiers().iter().map(hex::encode).collect())
+    }
+}
+
+impl Verifier {
+    /// Who `token` stands for, if its signatures and its own checks hold now (a `get` of
+    /// nothing in particular): how the API turns a bearer token into a session's identity.
+    pub fn identify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, Error> {
+        let nothing = Request { action: "get", kind: "", namespace: "", name: "", capability: None };
+        self.authorize(token, &nothing, now)
+    }
+}
+
+impl admission::Credentials for Verifier {
+    fn check(
+        &self,
+        credential: &str,
+        action: &str,
+        target: &domain::ObjectKey,
+        capability: Option<&str>,
+    ) -> Result<admission::Checked, String> {
+        let request =
+            Request { action, kind: &target.kind, namespace: &target.namespace, name: &target.name, capability };
+        let claims = self.authorize(credential, &request, Utc::now()).map_err(|e| e.to_string())?;
+        Ok(admission::Checked {
+            session: domain::ObjectKey::new("AgentSession", &claims.namespace, &claims.session),
+            reads_outright: claims.reads_outright,
+        })
+    }
+
+    fn live(&self, credential: &str, session: Option<&domain::Resource>) -> Result<(), String> {
+        let claims = self.identify(credential, Utc::now()).map_err(|e| e.to_string())?;
+        claims.check_live(session).map_err(|e| e.to_string())
     }
 }
 

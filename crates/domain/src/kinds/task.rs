@@ -248,6 +248,22 @@ pub struct AgentSessionStatus {
     /// Digest of the session's transcript Artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript_digest: Option<Digest>,
+    /// The credential the session holds while it runs (never the token itself): its token acts
+    /// only while the session is Running or Reflecting and this names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<SessionCredential>,
+}
+
+/// A session's token, as its status records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCredential {
+    /// The revocation id of the token's first block (hex).
+    pub revocation_id: String,
+    /// When it was minted.
+    pub issued_at: DateTime<Utc>,
+    /// When it stops acting, whatever else happens.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// The phases of an AgentSession.

@@ -34,7 +34,9 @@ fn operator() -> Identity {
 pub async fn run(path: &Path, data: &DataDir, timeout: Duration, lease: Duration) -> Result<ExitCode> {
     let manifests = manifests::in_reference_order(manifests::load(path, "default")?);
     crate::private::prepare_data_dir(&data.data_dir)?;
-    let admission = Arc::new(Admission::new(open_checked_store(data).await?));
+    let issuer = Arc::new(crate::sessions::issuer(&data.data_dir)?);
+    let admission =
+        Arc::new(Admission::new(open_checked_store(data).await?).with_credentials(Arc::new(issuer.verifier())));
     let graphs: Vec<ObjectKey> = manifests.iter().map(|m| m.resource.key()).filter(|k| k.kind == "Graph").collect();
     let start_seq = admission.store().events.head().await?.seq;
     let place = match &data.database_url {
@@ -51,7 +53,8 @@ pub async fn run(path: &Path, data: &DataDir, timeout: Duration, lease: Duration
     let base = if path.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
     let base = std::fs::canonicalize(&base).with_context(|| format!("cannot resolve {}", base.display()))?;
     let (work_dir, sandbox) = crate::sessions::prepare(&data.data_dir, data.work_dir.as_deref(), None)?;
-    let config = Config { lease_ttl: lease, sandbox, ..Config::new(base, work_dir) };
+    let credentials = runtime::context::SessionCredentials { issuer, api: None };
+    let config = Config { lease_ttl: lease, sandbox, credentials: Some(credentials), ..Config::new(base, work_dir) };
     let ctx = runtime::Context::new(admission.clone(), open_cas(&data.data_dir)?, config);
     eprintln!("running {} graph(s): {}", graphs.len(), names(&graphs));
     let rt = Runtime::start(ctx);

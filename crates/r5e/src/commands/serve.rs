@@ -69,12 +69,22 @@ pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
     crate::private::prepare_data_dir(&data.data_dir)?;
     let store = open_checked_store(data).await?;
     let admin_token = token::bootstrap_admin(&data.data_dir)?;
-    let tokens = Tokens::from_file(&token::file(&data.data_dir)).context("cannot read the token file")?;
+    let issuer = Arc::new(crate::sessions::issuer(&data.data_dir)?);
+    let tokens = Tokens::from_file(&token::file(&data.data_dir))
+        .context("cannot read the token file")?
+        .with_sessions(issuer.verifier());
     let tcp = tokio::net::TcpListener::bind(&listen.listen)
         .await
         .with_context(|| format!("cannot listen on {}", listen.listen))?;
     let addr = tcp.local_addr()?;
-    let admission = Arc::new(Admission::new(store));
+    let admission = Arc::new(Admission::new(store).with_credentials(Arc::new(issuer.verifier())));
+    let (server, acceptor, ca) = if listen.plain_http {
+        (format!("http://{addr}"), None, None)
+    } else {
+        let files = tls::ensure(&data.data_dir, &listen.tls_names)?;
+        (format!("https://{addr}"), Some(tls::acceptor(&files)?), Some(files.ca))
+    };
+    write_kubeconfig(&data.data_dir, &kubeconfig(&server, &admin_token, ca.as_deref()))?;
     let runtime = match listen.no_controllers {
         true => None,
         false => {
@@ -82,7 +92,14 @@ pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
                 .with_context(|| format!("cannot resolve --base-dir {}", listen.base_dir.display()))?;
             let (work, sandbox) =
                 crate::sessions::prepare(&data.data_dir, data.work_dir.as_deref(), Some(addr.port()))?;
-            let config = runtime::Config { sandbox, ..runtime::Config::new(base, work) };
+            let ca_pem = match &ca {
+                Some(path) => Some(std::fs::read_to_string(path).context("cannot read the CA certificate")?),
+                None => None,
+            };
+            let api = runtime::context::ApiAccess { url: server.clone(), ca_pem };
+            let credentials = runtime::context::SessionCredentials { issuer: issuer.clone(), api: Some(api) };
+            let config =
+                runtime::Config { sandbox, credentials: Some(credentials), ..runtime::Config::new(base, work) };
             let ctx = runtime::Context::new(admission.clone(), open_cas(&data.data_dir)?, config);
             Some(runtime::Runtime::start(ctx))
         }
@@ -96,19 +113,7 @@ pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
         write_limit: api::RateLimit::per_second(listen.write_rate_limit),
     };
     let app = api::router(state);
-    let acceptor = if listen.plain_http {
-        let server = format!("http://{addr}");
-        write_kubeconfig(&data.data_dir, &kubeconfig(&server, &admin_token, None))?;
-        announce(&server, &data.data_dir);
-        None
-    } else {
-        let files = tls::ensure(&data.data_dir, &listen.tls_names)?;
-        let acceptor = tls::acceptor(&files)?;
-        let server = format!("https://{addr}");
-        write_kubeconfig(&data.data_dir, &kubeconfig(&server, &admin_token, Some(&files.ca)))?;
-        announce(&server, &data.data_dir);
-        Some(acceptor)
-    };
+    announce(&server, &data.data_dir);
     listener::serve(tcp, acceptor, app, listen.limits(), shutdown()).await;
     if let Some(rt) = runtime {
         rt.stop().await;
