@@ -3,6 +3,8 @@
 //! test checks the effect (what the harness could have taken or changed), not only what the
 //! harness says it reached, and that the audit chain still verifies afterwards.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -371,4 +373,168 @@ spec: {type: command, sandbox: none, command: {program: sh, args: [-c, 'cat /etc
     let stderr = text(&out.stderr);
     assert!(stderr.contains("forbidden by default/harnesses-stay-confined"), "the refusal names the policy: {stderr}");
     assert!(!out.status.success(), "a run with a refused manifest does not start the work");
+}
+
+/// The quickstart's governance and reviewer, and the Graph `g` whose one Node is done by a
+/// harness running `script` (from tests/harnesses) with `env` (a YAML flow map's entries).
+fn hostile_work(root: &Path, script: &str, env: &str) {
+    copy_dir(&repo().join("examples/quickstart"), root);
+    std::fs::remove_file(root.join("20-work.yaml")).unwrap();
+    let manifests = format!(
+        "apiVersion: r5e.ai/v1alpha1
+kind: Graph
+metadata: {{name: g}}
+spec:
+  authority: {{capabilities: [notes.write], budgets: {{tool_calls: 5}}}}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Harness
+metadata: {{name: hostile}}
+spec:
+  type: command
+  command: {{program: python3, args: [\"{script}\"], env: {{{env}}}, timeoutSeconds: 60, readPaths: [\"{dir}\"]}}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Agent
+metadata: {{name: hostile, labels: {{r5e.ai/role: hostile}}}}
+spec: {{role: Task, harnessRef: {{name: hostile}}, model: {{provider: mallory, name: m1}}, capabilities: [notes.write]}}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Workflow
+metadata: {{name: w}}
+spec:
+  steps:
+    - name: attack
+      agentSelector: {{matchLabels: {{r5e.ai/role: hostile}}}}
+      review: {{reviewerSelector: {{matchLabels: {{r5e.ai/role: reviewer}}}}, maxRounds: 1}}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Node
+metadata: {{name: n}}
+spec: {{graphRef: {{name: g}}, description: an attack, workflowRef: {{name: w}}, inputs: {{}}}}
+",
+        script = harnesses().join(script).display(),
+        dir = harnesses().display(),
+    );
+    std::fs::write(root.join("20-work.yaml"), manifests).unwrap();
+}
+
+fn r5e_in(data: &Path, token: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_r5e"));
+    c.args(args).env("R5E_DATA_DIR", data).env_remove("R5E_SERVER").env_remove("R5E_DATABASE_URL");
+    match token {
+        Some(t) => c.env("R5E_TOKEN", t),
+        None => c.env_remove("R5E_TOKEN"),
+    };
+    c.output().unwrap()
+}
+
+/// Wait until Graph `g` has finished (Succeeded or Failed).
+fn wait_for_graph(data: &Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let out = r5e_in(data, None, &["get", "graph", "g", "-o", "json"]);
+        let phase = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.pointer("/status/phase").and_then(|p| p.as_str()).map(str::to_string))
+            .unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            return phase;
+        }
+        assert!(std::time::Instant::now() < deadline, "the graph did not finish: {}", text(&out.stdout));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+async fn api_attacks(database: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, data) = (dir.path().join("manifests"), dir.path().join("data"));
+    // A token for the same session, signed by a key that is not the server's.
+    let forged = tokens::Issuer::generate()
+        .mint(&tokens::Grant {
+            namespace: "default".into(),
+            session: "n-attack-a1".into(),
+            uid: "made-up".into(),
+            chain: vec![],
+            reads: vec![("Task".into(), "n-attack".into())],
+            expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+        })
+        .unwrap()
+        .token;
+    hostile_work(&root, "api_client.py", &format!("FORGED_TOKEN: \"{forged}\""));
+    let mut args = vec!["--base-dir", root.to_str().unwrap()];
+    if let Some(url) = database {
+        args.extend(["--database-url", url]);
+    }
+    let server = common::start_with(&data, false, &args);
+    let applied = r5e_in(&data, None, &["apply", "-f", root.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    wait_for_graph(&data);
+    let findings: Vec<serde_json::Value> = walk(&data.join("blobs"))
+        .into_iter()
+        .filter_map(|p| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).ok()?).ok())
+        .filter(|v| v["attack"] == "api")
+        .collect();
+    assert!(!findings.is_empty(), "the harness never reported: {}", server.stderr.lock().unwrap());
+    let f = &findings[0];
+    let codes = &f["codes"];
+    let expect = [
+        ("read its own task", 200),
+        ("read its own session", 200),
+        ("read a policy", 403),
+        ("list artifacts", 403),
+        ("read another namespace", 403),
+        ("create a node", 403),
+        ("delete its own task", 403),
+        ("approve itself", 403),
+        ("no token", 401),
+        ("garbage token", 401),
+        ("tampered token", 401),
+        ("forged token", 401),
+    ];
+    for (what, code) in expect {
+        assert_eq!(codes[what], code, "{what}: {codes:#}");
+    }
+    // The session is over: its token no longer acts, though it is still signed and unexpired.
+    let leaked = f["token"].as_str().unwrap();
+    let after = r5e_in(&data, Some(leaked), &["get", "task", "n-attack"]);
+    assert!(!after.status.success());
+    assert!(text(&after.stderr).contains("no longer acts"), "{}", text(&after.stderr));
+    // A token for it minted with the server's own key, but expired, is refused before that.
+    let issuer = tokens::Issuer::load_or_create(&data.join("session.key")).unwrap();
+    let expired = issuer
+        .mint(&tokens::Grant {
+            namespace: "default".into(),
+            session: "n-attack-a1".into(),
+            uid: "any".into(),
+            chain: vec![],
+            reads: vec![],
+            expires_at: chrono::Utc::now() - chrono::Duration::seconds(1),
+        })
+        .unwrap()
+        .token;
+    let out = r5e_in(&data, Some(&expired), &["get", "task", "n-attack"]);
+    assert!(text(&out.stderr).contains("session token refused"), "{}", text(&out.stderr));
+    // Every refusal of an authenticated session is on the chain, and the chain verifies.
+    let url = server.url.as_str();
+    let log = r5e_in(
+        &data,
+        None,
+        &["audit", "log", "--type", "admission.decision", "-o", "json", "--limit", "1000", "--server", url],
+    );
+    let log = text(&log.stdout);
+    let refusals =
+        log.lines().filter(|l| l.contains("session:default/n-attack-a1") && l.contains("\"verdict\":\"deny\""));
+    assert!(refusals.count() >= 6, "{log}");
+    assert!(log.contains("does not allow this"), "{log}");
+    let verify = r5e_in(&data, None, &["audit", "verify", "--server", url]);
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+}
+
+#[tokio::test]
+async fn use_the_api_beyond_what_its_token_allows() {
+    api_attacks(None).await;
+    if let Some(url) = storage_postgres::testing::fresh_database_url().await {
+        api_attacks(Some(&url)).await;
+    }
 }

@@ -602,7 +602,8 @@ async fn load(ctx: &Context, key: &ObjectKey) -> Result<Loaded, String> {
     }
     let node = get("Node", task_spec.node_ref.name.clone()).await?;
     let node_spec: NodeSpec = spec(&node).map_err(|e| e.to_string())?;
-    let graph_spec: GraphSpec = spec(&get("Graph", task_spec.graph_ref.name.clone()).await?).map_err(|e| e.to_string())?;
+    let graph_spec: GraphSpec =
+        spec(&get("Graph", task_spec.graph_ref.name.clone()).await?).map_err(|e| e.to_string())?;
     let level = |kind: &str, name: &str, authority: &domain::Authority| tokens::Level {
         name: format!("{kind}/{name}"),
         authority: authority.clone(),
