@@ -500,6 +500,16 @@ async fn api_attacks(database: Option<&str>) {
     let after = r5e_in(&data, Some(leaked), &["get", "task", "n-attack"]);
     assert!(!after.status.success());
     assert!(text(&after.stderr).contains("no longer acts"), "{}", text(&after.stderr));
+    // Offline, with the server's public key only: the leaked token is genuine, the forged one not.
+    let key = text(&r5e_in(&data, None, &["token", "public-key"]).stdout);
+    assert!(key.starts_with("ed25519/"), "{key}");
+    let valid = r5e_in(&data, None, &["token", "verify", leaked, "--public-key", key.trim()]);
+    assert!(valid.status.success() && text(&valid.stdout).starts_with("valid"), "{}", text(&valid.stdout));
+    let invalid = r5e_in(&data, None, &["token", "verify", &forged]);
+    assert!(!invalid.status.success() && text(&invalid.stdout).starts_with("invalid"));
+    let inspected = text(&r5e_in(&data, None, &["token", "inspect", leaked]).stdout);
+    assert!(inspected.contains("session(\"default\", \"n-attack-a1\""), "{inspected}");
+    assert!(inspected.contains("level(\"Graph/g\")") && inspected.contains("level(\"AgentSession/n-attack-a1\")"));
     // A token for it minted with the server's own key, but expired, is refused before that.
     let issuer = tokens::Issuer::load_or_create(&data.join("session.key")).unwrap();
     let expired = issuer

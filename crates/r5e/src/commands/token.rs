@@ -1,5 +1,7 @@
 //! `r5e token create|list|revoke`: the bearer tokens of a data directory. A token is shown once;
 //! only its SHA-256 is kept. A running server sees changes at once.
+//!
+//! `r5e token inspect|verify|public-key`: sessions' tokens (Biscuit), read and checked offline.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -44,6 +46,47 @@ pub enum TokenCommand {
         /// The user's name, or `namespace/name` of a service account.
         name: String,
     },
+    /// Print the blocks of a session's token (its facts and checks), without checking anything.
+    Inspect {
+        /// The token (`-` reads it from stdin).
+        token: String,
+    },
+    /// Check a session's token offline: its signatures against the server's public key, and its
+    /// own checks (expiry) now. Whether its session still runs is the server's to say.
+    Verify {
+        #[command(flatten)]
+        data: crate::DataDir,
+        /// The token (`-` reads it from stdin).
+        token: String,
+        /// The server's public key (`ed25519/<hex>`, as `r5e token public-key` prints it);
+        /// default: the key of the data directory.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Print the public key that verifies the sessions' tokens of this data directory.
+    PublicKey {
+        #[command(flatten)]
+        data: crate::DataDir,
+    },
+}
+
+/// `token`, or stdin's first line for `-`.
+fn token_arg(token: &str) -> Result<String> {
+    if token != "-" {
+        return Ok(token.to_string());
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim().to_string())
+}
+
+/// The verifier of the sessions' tokens of a data directory (which must hold the key).
+fn verifier_of(data: &crate::DataDir) -> Result<tokens::Verifier> {
+    let path = data.data_dir.join(crate::sessions::KEY_FILE);
+    if !path.exists() {
+        bail!("{} holds no session token key (it is made when `r5e serve` or `r5e run` first starts)", path.display());
+    }
+    Ok(tokens::Issuer::load_or_create(&path)?.verifier())
 }
 
 /// The token file of a data directory.
@@ -88,6 +131,21 @@ pub fn bootstrap_admin(dir: &Path) -> Result<String> {
 
 pub fn run(command: TokenCommand) -> Result<ExitCode> {
     match command {
+        TokenCommand::Inspect { token } => print!("{}", tokens::inspect(&token_arg(&token)?)?),
+        TokenCommand::Verify { data, token, public_key } => {
+            let verifier = match public_key {
+                Some(key) => tokens::Verifier::from_public_key(&key)?,
+                None => verifier_of(&data)?,
+            };
+            match verifier.verify(&token_arg(&token)?, chrono::Utc::now()) {
+                Ok(ids) => println!("valid: signed by {}; revocation ids {}", verifier.public_key(), ids.join(", ")),
+                Err(e) => {
+                    println!("invalid: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        TokenCommand::PublicKey { data } => println!("{}", verifier_of(&data)?.public_key()),
         TokenCommand::Create { data, name, groups, service_account, expires_in } => {
             let kind = if service_account { "serviceaccount" } else { "user" };
             if service_account && !name.contains('/') {
