@@ -111,7 +111,7 @@ fn run_attack(attack: &str, budgets: &str, env: &[(&str, String)], database: Opt
 kind: Graph
 metadata: {{name: g}}
 spec:
-  authority: {{capabilities: [notes.write], budgets: {budgets}}}
+  authority: {{capabilities: [notes.write, text.analyse], budgets: {budgets}}}
 ---
 apiVersion: r5e.ai/v1alpha1
 kind: Harness
@@ -123,7 +123,7 @@ spec:
 apiVersion: r5e.ai/v1alpha1
 kind: Agent
 metadata: {{name: hostile, labels: {{r5e.ai/role: hostile}}}}
-spec: {{role: Task, harnessRef: {{name: hostile}}, model: {{provider: mallory, name: m1}}, capabilities: [notes.write]}}
+spec: {{role: Task, harnessRef: {{name: hostile}}, model: {{provider: mallory, name: m1}}, capabilities: [notes.write, text.analyse]}}
 ---
 apiVersion: r5e.ai/v1alpha1
 kind: Workflow
@@ -547,4 +547,43 @@ async fn use_the_api_beyond_what_its_token_allows() {
     if let Some(url) = storage_postgres::testing::fresh_database_url().await {
         api_attacks(Some(&url)).await;
     }
+}
+
+/// The session ended Failed on its first attempt with a failure naming `budget`, and every
+/// attempt was stopped the same way.
+fn assert_ended_by_budget(a: &Attack, budget: &str) {
+    let stdout = a.stdout();
+    assert!(stdout.contains("3 failed"), "{stdout}");
+    assert!(stdout.contains(budget), "the failure names the budget `{budget}`: {stdout}");
+    assert!(a.findings().is_empty(), "the harness went on after its budget: {:?}", a.findings());
+}
+
+#[tokio::test]
+async fn exceed_the_tool_calls_budget() {
+    on_both_stores("exceed-tool-calls", "{tool_calls: 3}", &[], |a| {
+        assert_ended_by_budget(a, "budget `tool_calls` of 3 is spent");
+        assert!(a.stdout().contains("tool calls:  9 allowed, 3 refused"), "{}", a.stdout());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn exceed_the_artifact_bytes_budget() {
+    on_both_stores("exceed-artifact-bytes", "{tool_calls: 5, artifact_bytes: 10000}", &[], |a| {
+        assert_ended_by_budget(a, "budget `artifact_bytes` of 10000 is spent");
+        // Nothing of the refused artifact was stored; the transcripts were.
+        for blob in walk(&a.data.join("blobs")) {
+            let bytes = std::fs::read(&blob).unwrap();
+            assert!(bytes.len() < 65536 || text(&bytes).contains("\"dir\""), "{} holds the artifact", blob.display());
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn outlast_the_wall_seconds_budget() {
+    on_both_stores("outlast-wall-time", "{tool_calls: 5, wall_seconds: 1}", &[], |a| {
+        assert_ended_by_budget(a, "did not finish within 1 s (its budget `wall_seconds` of 1)");
+    })
+    .await;
 }

@@ -432,7 +432,7 @@ fn a_task_agent_cannot_delegate_and_guidelines_are_recorded_by_digest() {
 }
 
 #[test]
-fn tool_calls_are_held_to_the_input_schema_and_the_call_budget() {
+fn tool_calls_are_held_to_the_input_schema_and_the_call_budget_ends_the_session() {
     // The Graph's authority allows 10 tool calls.
     let work = docs(&[
         GRAPH.to_string(),
@@ -443,9 +443,15 @@ fn tool_calls_are_held_to_the_input_schema_and_the_call_budget() {
     let (dir, root) = scenario(&work);
     let out = run(dir.path(), &root);
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains("tool calls:  10 allowed, 2 refused"), "{stdout}");
+    // Each attempt: the malformed call refused, ten allowed, and the eleventh ends the session,
+    // which fails naming the budget.
+    assert!(!out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("tool calls:  30 allowed, 6 refused"), "{stdout}");
+    assert!(
+        stdout.contains("n-write-a1: the session reached its budget: budget `tool_calls` of 10 is spent"),
+        "{stdout}"
+    );
     let calls = audit_log(dir.path(), "tool.call");
     assert!(calls.contains("the arguments do not match Tool/default/word-count's input schema"), "{calls}");
-    assert!(calls.contains("budget `tool_calls` of 11 exceeds"), "{calls}");
+    assert!(calls.contains("refused: budget `tool_calls` of 10 is spent"), "{calls}");
 }

@@ -4,6 +4,7 @@
 //! Nothing here is authoritative: every decision is re-derived from the store, so the whole
 //! plane can be stopped at any moment and started again (in this process or another).
 
+pub mod budgets;
 pub mod context;
 pub mod controller;
 pub mod controllers;

@@ -394,20 +394,28 @@ fn landlock_self(plan: &Plan) -> Result<(), String> {
     }
     let status = ruleset.restrict_self().map_err(|e| fail(&e))?;
     match status.ruleset {
-        RulesetStatus::NotEnforced => Err("this kernel does not support Landlock".into()),
-        _ => Ok(()),
+        RulesetStatus::FullyEnforced => Ok(()),
+        RulesetStatus::PartiallyEnforced => Err(format!(
+            "this kernel's Landlock is older than ABI {} and would confine the harness only in part \
+             (not its network or signals)",
+            ABI as i32
+        )),
+        RulesetStatus::NotEnforced => Err("this kernel does not enforce Landlock".into()),
     }
 }
 
-/// Whether this kernel can confine a harness (Landlock is there and enabled), or why not.
+/// Whether this kernel can confine a harness wholly (Landlock with every right of [`ABI`]:
+/// files, TCP ports, signals and abstract sockets), or why not.
 pub fn available() -> Result<(), String> {
-    use landlock::{Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr};
+    use landlock::{Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr, Scope};
     Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
-        .handle_access(AccessFs::from_all(landlock::ABI::V1))
+        .handle_access(AccessFs::from_all(ABI))
+        .and_then(|r| r.handle_access(AccessNet::from_all(ABI)))
+        .and_then(|r| r.scope(Scope::from_all(ABI)))
         .and_then(|r| r.create())
         .map(|_| ())
-        .map_err(|e| format!("Landlock is not available: {e}"))
+        .map_err(|e| format!("Landlock (ABI {}) is not available: {e}", ABI as i32))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ use domain::resource::{Condition, ConditionStatus, ObjectRef};
 use domain::{Digest, ObjectKey, Resource};
 use serde_json::{Value, json};
 
+use crate::budgets;
 use crate::context::{Context, SandboxConfig, labels, local_ref, new_resource, spec};
 use crate::harness::command::{Subprocess, resolve};
 use crate::harness::model::{DEFAULT_MAX_TURNS, ModelLoop};
@@ -46,6 +47,8 @@ struct Loaded {
     harness: HarnessSpec,
     envelope: Envelope,
     timeout: Duration,
+    /// What set `timeout`, for the failure it causes.
+    timeout_reason: String,
     /// The Tools the Workflow step names, when it names any: only these may be called.
     step_tools: Option<Vec<String>>,
     /// The work chain from the Graph down to the session, for its token.
@@ -66,6 +69,8 @@ struct Record {
     outcome: Option<(Outcome, String)>,
     fault: Option<String>,
     tool_calls: u64,
+    /// Bytes of the artifacts produced so far (the transcript aside).
+    artifact_bytes: u64,
     transcript: Vec<u8>,
 }
 
@@ -164,7 +169,11 @@ async fn converse(
         let message = match tokio::time::timeout_at(deadline, harness.next()).await {
             Err(_) if asked_to_reflect => return false,
             Err(_) => {
-                record.fault = Some(format!("the harness did not finish within {} s", loaded.timeout.as_secs()));
+                record.fault = Some(format!(
+                    "the harness did not finish within {} s ({})",
+                    loaded.timeout.as_secs(),
+                    loaded.timeout_reason
+                ));
                 return false;
             }
             Ok(Err(fault)) => {
@@ -235,7 +244,11 @@ async fn handle(
                 authority: &loaded.spec.authority,
                 step_tools: loaded.step_tools.as_deref(),
             };
-            Ok(Some(tools::call(ctx, &caller, &mut record.tool_calls, &id, &tool, &arguments).await))
+            let (reply, budget_spent) = tools::call(ctx, &caller, &mut record.tool_calls, &id, &tool, &arguments).await;
+            match budget_spent {
+                Some(reason) => Err(format!("the session reached its budget: {reason}")),
+                None => Ok(Some(reply)),
+            }
         }
         AgentMessage::Artifact { name, media_type, content, content_base64 } => {
             if role == SessionRole::Reviewer {
@@ -248,6 +261,7 @@ async fn handle(
                     .map_err(|e| format!("artifact `{name}`: contentBase64 is not base64: {e}"))?,
                 _ => return Err(format!("artifact `{name}` needs exactly one of content and contentBase64")),
             };
+            spend_artifact_bytes(loaded, record, bytes.len())?;
             record.outputs += 1;
             let suffix = format!("out-{}", record.outputs);
             let inputs = loaded.spec.inputs.clone();
@@ -274,6 +288,7 @@ async fn handle(
                 return Err("a reviewing session gives one verdict".into());
             }
             let body = json!({"verdict": verdict, "comments": comments, "artifact": target.artifact_ref.name, "digest": target.digest});
+            spend_artifact_bytes(loaded, record, body.to_string().len())?;
             let inputs = vec![ArtifactInput { name: target.artifact_ref.name.clone(), digest: target.digest }];
             let r = store_artifact(
                 ctx,
@@ -299,6 +314,7 @@ async fn handle(
                 return Err("a session declines once".into());
             }
             let body = json!({"reason": reason, "message": message});
+            spend_artifact_bytes(loaded, record, body.to_string().len())?;
             let r = store_artifact(
                 ctx,
                 loaded,
@@ -322,6 +338,9 @@ async fn handle(
                         .into(),
                 );
             }
+            if let Some(reason) = budgets::over(&loaded.spec.authority, budgets::NODES, record.nodes.len() as u64, 1) {
+                return Err(format!("the session reached its budget: {reason}"));
+            }
             Ok(Some(create_node(ctx, loaded, identity, record, id, name, node).await))
         }
         AgentMessage::Reflection { went_well, went_badly, could_improve } => {
@@ -329,6 +348,7 @@ async fn handle(
                 return Err("a session reflects once".into());
             }
             let body = json!({"wentWell": went_well, "wentBadly": went_badly, "couldImprove": could_improve});
+            spend_artifact_bytes(loaded, record, body.to_string().len())?;
             let r = store_artifact(
                 ctx,
                 loaded,
@@ -351,6 +371,17 @@ async fn handle(
             Ok(None)
         }
     }
+}
+
+/// Count `len` more artifact bytes against the session's `artifact_bytes` budget; `Err` ends the
+/// session (the artifact is not stored).
+fn spend_artifact_bytes(loaded: &Loaded, record: &mut Record, len: usize) -> Result<(), String> {
+    let len = len as u64;
+    if let Some(reason) = budgets::over(&loaded.spec.authority, budgets::ARTIFACT_BYTES, record.artifact_bytes, len) {
+        return Err(format!("the session reached its budget: {reason}"));
+    }
+    record.artifact_bytes += len;
+    Ok(())
 }
 
 async fn create_node(
@@ -514,6 +545,12 @@ async fn end_with(
     }
     if record.tool_calls > 0 {
         usage.insert(TOOL_CALLS.into(), record.tool_calls);
+    }
+    if record.artifact_bytes > 0 {
+        usage.insert(budgets::ARTIFACT_BYTES.into(), record.artifact_bytes);
+    }
+    if !record.nodes.is_empty() {
+        usage.insert(budgets::NODES.into(), record.nodes.len() as u64);
     }
     let now = Utc::now();
     let reflected = match (&record.reflection, &record.fault) {
@@ -682,6 +719,13 @@ async fn load(ctx: &Context, key: &ObjectKey) -> Result<Loaded, String> {
             .min()
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_TIMEOUT);
+    // The session's `wall_seconds` budget shortens that.
+    let (timeout, timeout_reason) = match s.authority.budgets.get(budgets::WALL_SECONDS) {
+        Some(&w) if Duration::from_secs(w) <= timeout => {
+            (Duration::from_secs(w), format!("its budget `wall_seconds` of {w}"))
+        }
+        _ => (timeout, "its time limit".to_string()),
+    };
     let envelope = Envelope {
         protocol: protocol::VERSION.to_string(),
         session: SessionInfo {
@@ -709,7 +753,7 @@ async fn load(ctx: &Context, key: &ObjectKey) -> Result<Loaded, String> {
         review,
         workspace: workspace.display().to_string(),
     };
-    Ok(Loaded { session, spec: s, task_spec, harness, envelope, timeout, step_tools, chain, reads })
+    Ok(Loaded { session, spec: s, task_spec, harness, envelope, timeout, timeout_reason, step_tools, chain, reads })
 }
 
 async fn document(ctx: &Context, name: &str, digest: &Digest, media_type: &str) -> Result<Document, String> {

@@ -39,8 +39,21 @@ pub struct Caller<'a> {
 }
 
 /// Make one call and answer it; `spent` is the session's `tool_calls` so far, raised when the
-/// call is allowed.
+/// call is allowed. The second value says, when the call was refused because the session's
+/// `tool_calls` budget is spent, which ends the session.
 pub async fn call(
+    ctx: &Context,
+    caller: &Caller<'_>,
+    spent: &mut u64,
+    id: &str,
+    tool: &str,
+    args: &Value,
+) -> (HostMessage, Option<String>) {
+    let budget_spent = crate::budgets::over(caller.authority, TOOL_CALLS, *spent, 1);
+    (answer(ctx, caller, spent, id, tool, args).await, budget_spent)
+}
+
+async fn answer(
     ctx: &Context,
     caller: &Caller<'_>,
     spent: &mut u64,
@@ -104,7 +117,10 @@ async fn checked_run(
     if !caller.authority.allows_capability(&spec.capability, now) {
         return Err(format!("the session does not hold the capability `{}` that {key} needs", spec.capability));
     }
-    let total = caller.authority.charge(TOOL_CALLS, *spent, 1).map_err(|w| format!("refused: {w}"))?;
+    if let Some(reason) = crate::budgets::over(caller.authority, TOOL_CALLS, *spent, 1) {
+        return Err(format!("refused: {reason}"));
+    }
+    let total = *spent + 1;
     ctx.admission
         .authorize(caller.identity, policy::Action::CallTool, &tool)
         .await

@@ -153,6 +153,20 @@ elif attack == "write-a-huge-file":
         reached.append("wrote 64 MiB")
     except OSError as e:
         notes.append(f"huge file: {e}")
+elif attack == "exceed-tool-calls":
+    for i in range(10):
+        send(type="tool_call", id=f"c{i}", tool="word-count", arguments={"text": f"call {i}"})
+        answer = json.loads(sys.stdin.readline())
+        if not answer["ok"]:
+            notes.append(f"call {i} refused: {answer['error']}")
+            break
+    reached.append("went on after its budget")
+elif attack == "exceed-artifact-bytes":
+    send(type="artifact", name="big.txt", content="x" * 65536)
+    send(type="log", message="still here")
+elif attack == "outlast-wall-time":
+    time.sleep(30)
+    reached.append("outlived its wall time")
 elif attack == "flood-output":
     while True:
         send(type="log", message="x" * 4096)

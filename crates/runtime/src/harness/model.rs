@@ -240,6 +240,17 @@ impl Harness for ModelLoop {
             let message = format!("the model used all {} turns without finishing", self.max_turns);
             return Ok(Some(AgentMessage::Done { outcome: Outcome::Failed, message }));
         }
+        // Checked before the spend: a call is made only with budget left, and asks for no more
+        // output than is left, so only its input can go past the budget.
+        if let Some(limit) = self.token_budget {
+            if self.tokens >= limit {
+                self.ended = true;
+                let message = format!("budget `tokens` of {limit} is spent ({} used)", self.tokens);
+                return Ok(Some(AgentMessage::Done { outcome: Outcome::Failed, message }));
+            }
+            self.request.max_tokens =
+                self.request.max_tokens.min(u32::try_from(limit - self.tokens).unwrap_or(u32::MAX));
+        }
         self.turns += 1;
         let reply = self.provider.complete(&self.request).await.map_err(|e| Fault::Provider(e.to_string()))?;
         self.tokens += reply.usage.input_tokens + reply.usage.output_tokens;
@@ -247,7 +258,7 @@ impl Harness for ModelLoop {
             && self.tokens > limit
         {
             self.ended = true;
-            let message = format!("the session spent {} tokens, over its budget of {limit}", self.tokens);
+            let message = format!("budget `tokens` of {limit} is spent: the session used {}", self.tokens);
             return Ok(Some(AgentMessage::Done { outcome: Outcome::Failed, message }));
         }
         self.request
@@ -273,5 +284,60 @@ impl Harness for ModelLoop {
 
     fn usage(&self) -> BTreeMap<String, u64> {
         BTreeMap::from([("tokens".to_string(), self.tokens)])
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::harness::providers::{ChatReply, Error, Provider, ToolCall, Usage};
+
+    /// A model that spends 600 tokens a turn and always calls a tool nobody offered, recording
+    /// the output limit it was asked for.
+    #[derive(Debug, Default)]
+    struct Spender {
+        asked: Mutex<Vec<u32>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Spender {
+        async fn complete(&self, request: &ChatRequest) -> Result<ChatReply, Error> {
+            self.asked.lock().unwrap().push(request.max_tokens);
+            let call = ToolCall { id: "c".into(), name: "unoffered".into(), arguments: json!({}) };
+            Ok(ChatReply {
+                text: String::new(),
+                tool_calls: vec![call],
+                usage: Usage { input_tokens: 300, output_tokens: 300 },
+            })
+        }
+        fn identity(&self) -> domain::kinds::agents::ModelIdentity {
+            domain::kinds::agents::ModelIdentity { provider: "test".into(), name: "spender".into(), version: None }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_tokens_budget_is_checked_before_each_call_and_bounds_what_is_asked() {
+        let spender = std::sync::Arc::new(Spender::default());
+        #[derive(Debug)]
+        struct Shared(std::sync::Arc<Spender>);
+        #[async_trait::async_trait]
+        impl Provider for Shared {
+            async fn complete(&self, request: &ChatRequest) -> Result<ChatReply, Error> {
+                self.0.complete(request).await
+            }
+            fn identity(&self) -> domain::kinds::agents::ModelIdentity {
+                self.0.identity()
+            }
+        }
+        let mut lp = ModelLoop::new(Box::new(Shared(spender.clone())), 100, Some(1000));
+        let Some(AgentMessage::Done { outcome, message }) = lp.next().await.unwrap() else { panic!("no end") };
+        assert_eq!(outcome, Outcome::Failed);
+        assert!(message.contains("budget `tokens` of 1000 is spent"), "{message}");
+        // Two calls: 600 tokens, then one asked for at most the 400 left (which overshot by its
+        // input, and was counted); no third.
+        assert_eq!(*spender.asked.lock().unwrap(), vec![1000, 400]);
+        assert_eq!(lp.usage()["tokens"], 1200);
     }
 }
