@@ -10,6 +10,7 @@ mod events;
 mod raw;
 mod reads;
 mod report;
+mod security;
 mod state;
 mod work;
 
@@ -40,6 +41,9 @@ struct Args {
     /// Run only the state checks (the startup check and `verify --state`).
     #[arg(long)]
     state_only: bool,
+    /// Run only the rows of governance against hostile agents (session tokens, sandbox start).
+    #[arg(long)]
+    security_only: bool,
     /// Skip the largest cases (the 256 MiB blob, 1M resources) for a quick run.
     #[arg(long)]
     quick: bool,
@@ -87,6 +91,12 @@ async fn main() -> anyhow::Result<()> {
     let mut report = report::Report::default();
     if args.work_only {
         work::run(&args, scratch.path(), &mut report).await?;
+        report.print();
+        return Ok(());
+    }
+    if args.security_only {
+        security::tokens(&args, &mut report).await?;
+        security::sandbox_start(&args, scratch.path(), &mut report).await?;
         report.print();
         return Ok(());
     }
@@ -139,6 +149,8 @@ async fn main() -> anyhow::Result<()> {
     events::verify(&args, scratch.path(), &mut report).await?;
     state::run(&args, scratch.path(), pg.as_ref(), &mut report).await?;
     cas::run(&args, scratch.path(), &mut report).await?;
+    security::tokens(&args, &mut report).await?;
+    security::sandbox_start(&args, scratch.path(), &mut report).await?;
     report.print();
     Ok(())
 }

@@ -91,6 +91,18 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// Run `attack` with the Graph's `budgets` (YAML flow map) and the extra Harness `env`, on the
 /// embedded store, or on Postgres when `database` is given.
 fn run_attack(attack: &str, budgets: &str, env: &[(&str, String)], database: Option<&str>) -> Attack {
+    run_attack_with(attack, budgets, env, "[]", database)
+}
+
+/// [`run_attack`], the Harness naming `secrets` (a YAML flow list; `DATA` stands for the data
+/// directory).
+fn run_attack_with(
+    attack: &str,
+    budgets: &str,
+    env: &[(&str, String)],
+    secrets: &str,
+    database: Option<&str>,
+) -> Attack {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("manifests");
     let data = dir.path().join("data");
@@ -118,7 +130,7 @@ kind: Harness
 metadata: {{name: hostile}}
 spec:
   type: command
-  command: {{program: python3, args: [\"{script}\"], env: {{{harness_env}}}, timeoutSeconds: 60, maxOutputBytes: 1048576, readPaths: [\"{dir}\"]}}
+  command: {{program: python3, args: [\"{script}\"], env: {{{harness_env}}}, timeoutSeconds: 60, maxOutputBytes: 1048576, readPaths: [\"{dir}\"], secrets: {secrets}}}
 ---
 apiVersion: r5e.ai/v1alpha1
 kind: Agent
@@ -141,6 +153,7 @@ spec: {{graphRef: {{name: g}}, description: an attack, workflowRef: {{name: w}},
 ",
         script = harnesses().join("hostile.py").display(),
         dir = harnesses().display(),
+        secrets = secrets.replace("DATA", &data.canonicalize().unwrap().display().to_string()),
     );
     std::fs::write(root.join("20-work.yaml"), manifests).unwrap();
     let mut store = Vec::new();
@@ -156,6 +169,7 @@ spec: {{graphRef: {{name: g}}, description: an attack, workflowRef: {{name: w}},
         .env_remove("R5E_DATA_DIR")
         .env_remove("R5E_DATABASE_URL")
         .env("R5E_TEST_SERVER_SECRET", SECRET)
+        .env("R5E_TEST_GIVEN_SECRET", "a-secret-the-harness-was-given")
         .output()
         .expect("r5e runs");
     Attack { _dir: dir, data, work, out, store }
@@ -586,4 +600,34 @@ async fn outlast_the_wall_seconds_budget() {
         assert_ended_by_budget(a, "did not finish within 1 s (its budget `wall_seconds` of 1)");
     })
     .await;
+}
+
+#[test]
+fn a_harness_gets_the_secrets_it_names_and_no_others() {
+    let a = run_attack_with(
+        "read-server-environment",
+        BUDGETS,
+        &[],
+        "[{name: GIVEN, fromEnv: R5E_TEST_GIVEN_SECRET}]",
+        None,
+    );
+    a.assert_contained();
+    a.assert_nothing_holds(SECRET);
+    let notes = a.findings()[0]["notes"].to_string();
+    assert!(notes.contains("given: a-secret-the-harness-was-given"), "{notes}");
+    // The session records the name, never the value.
+    let log = Command::new(env!("CARGO_BIN_EXE_r5e"))
+        .args(["audit", "log", "-o", "json", "--limit", "1000", "--data-dir"])
+        .arg(&a.data)
+        .output()
+        .unwrap();
+    let log = text(&log.stdout);
+    assert!(log.contains("\"secrets\":[\"GIVEN\"]"), "{log}");
+}
+
+#[test]
+fn name_a_secret_in_the_data_directory() {
+    let a = run_attack_with("read-admin-token", BUDGETS, &[], "[{name: T, fromFile: DATA/admin.token}]", None);
+    assert!(a.stdout().contains("is in a directory no harness may be given"), "{}", a.stdout());
+    a.assert_nothing_holds(SECRET);
 }

@@ -809,9 +809,14 @@ async fn mint(ctx: &Context, key: &ObjectKey, loaded: &Loaded) -> Result<Option<
     };
     let minted = credentials.issuer.mint(&grant).map_err(|e| e.to_string())?;
     let credential = SessionCredential { revocation_id: minted.revocation_id.clone(), issued_at, expires_at };
-    ctx.patch_status::<AgentSessionStatus, _>(key, |_, s| s.credential = Some(credential.clone()))
-        .await
-        .map_err(|e| format!("the session's token could not be recorded: {e}"))?;
+    let secrets: Vec<String> =
+        loaded.harness.command.iter().flat_map(|c| c.secrets.iter().map(|s| s.name.clone())).collect();
+    ctx.patch_status::<AgentSessionStatus, _>(key, |_, s| {
+        s.credential = Some(credential.clone());
+        s.secrets = secrets.clone();
+    })
+    .await
+    .map_err(|e| format!("the session's token could not be recorded: {e}"))?;
     Ok(Some(minted.token))
 }
 
@@ -831,6 +836,7 @@ fn start_harness(ctx: &Context, loaded: &Loaded, token: Option<&str>) -> Result<
                 ("HOME".to_string(), workspace.clone()),
                 ("TMPDIR".to_string(), tmp.display().to_string()),
             ];
+            env.extend(secrets(ctx, cmd)?);
             if let Some(token) = token {
                 env.push(("R5E_TOKEN".to_string(), token.to_string()));
             }
@@ -869,6 +875,33 @@ fn start_harness(ctx: &Context, loaded: &Loaded, token: Option<&str>) -> Result<
             Ok(Box::new(ModelLoop::new(provider, m.max_turns.unwrap_or(DEFAULT_MAX_TURNS), budget)))
         }
     }
+}
+
+/// The values of the secrets a command Harness names, read from the server's environment or
+/// files. A secret that is missing, names no source or two, or lies in a hidden path (the data
+/// directory, the work dir) fails the session.
+fn secrets(ctx: &Context, cmd: &CommandHarness) -> Result<Vec<(String, String)>, Fault> {
+    let mut out = Vec::new();
+    for s in &cmd.secrets {
+        let fail = |why: String| Fault::Sandbox(format!("secret `{}`: {why}", s.name));
+        let value = match (&s.from_env, &s.from_file) {
+            (Some(var), None) => {
+                std::env::var(var).map_err(|_| fail(format!("the server's environment variable `{var}` is not set")))?
+            }
+            (None, Some(file)) => {
+                let path = resolve(&ctx.config.base_dir, file);
+                let real = std::fs::canonicalize(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+                if ctx.config.sandbox.hidden.iter().any(|h| real.starts_with(h)) {
+                    return Err(fail(format!("{} is in a directory no harness may be given", real.display())));
+                }
+                let bytes = std::fs::read(&real).map_err(|e| fail(format!("{}: {e}", real.display())))?;
+                String::from_utf8(bytes).map_err(|_| fail(format!("{} is not UTF-8", real.display())))?
+            }
+            _ => return Err(fail("name exactly one of fromEnv and fromFile".into())),
+        };
+        out.push((s.name.clone(), value));
+    }
+    Ok(out)
 }
 
 /// The launcher and plan that confine a session's command harness, or why it cannot be confined.

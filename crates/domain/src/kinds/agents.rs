@@ -226,6 +226,25 @@ pub struct CommandHarness {
     /// TCP ports the confined harness may connect to, beyond the API's (a model gateway's, say).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connect_ports: Vec<u16>,
+    /// Secrets of the server handed to the harness as environment variables: each names where
+    /// the value is (an environment variable or a file of the server), never the value. Policy
+    /// sees the names; the session records which it was given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretRef>,
+}
+
+/// A secret of the server, by reference.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    /// The environment variable the harness gets it in.
+    pub name: String,
+    /// The server's environment variable that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_env: Option<String>,
+    /// The server's file that holds it (never one in the data directory or the work dir).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_file: Option<String>,
 }
 
 /// A built-in model loop.

@@ -252,6 +252,9 @@ pub struct AgentSessionStatus {
     /// only while the session is Running or Reflecting and this names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<SessionCredential>,
+    /// The names of the secrets its harness was given (never their values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// A session's token, as its status records it.

@@ -70,6 +70,7 @@ elif attack == "read-server-environment":
                 if len(notes) < 20:
                     notes.append(f"environ of {pid}: {e.strerror}")
     reached.extend(f"own environment holds {k}" for k in os.environ if "SECRET" in k)
+    notes.insert(0, f"given: {os.environ.get('GIVEN')}")
 elif attack == "write-data-dir":
     try_write(os.path.join(data, "planted"))
     try_write(os.path.join(data, "r5e.db"))
