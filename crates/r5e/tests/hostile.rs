@@ -114,6 +114,7 @@ fn run_attack_with(
     std::fs::write(work.join("default/victim/secret.txt"), SECRET).unwrap();
     copy_dir(&repo().join("examples/quickstart"), &root);
     std::fs::remove_file(root.join("20-work.yaml")).unwrap();
+    std::fs::copy(harnesses().join("file_reader.py"), root.join("tools/file_reader.py")).unwrap();
     let mut harness_env = format!("ATTACK: {attack}, TARGET_DATA: \"{}\"", data.canonicalize().unwrap().display());
     for (k, v) in env {
         harness_env.push_str(&format!(", {k}: \"{v}\""));
@@ -124,6 +125,15 @@ kind: Graph
 metadata: {{name: g}}
 spec:
   authority: {{capabilities: [notes.write, text.analyse], budgets: {budgets}}}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Tool
+metadata: {{name: file-reader}}
+spec:
+  description: Print a file
+  capability: text.analyse
+  inputSchema: {{type: object, properties: {{path: {{type: string}}}}, required: [path]}}
+  command: {{program: python3, args: [tools/file_reader.py], timeoutSeconds: 10}}
 ---
 apiVersion: r5e.ai/v1alpha1
 kind: Harness
@@ -555,6 +565,51 @@ async fn api_attacks(database: Option<&str>) {
     assert!(verify.status.success(), "{}", text(&verify.stderr));
 }
 
+#[test]
+fn use_the_api_of_a_run_beyond_what_its_token_allows() {
+    // `r5e run` serves the sessions an API of their own on loopback: the same checks hold there.
+    let dir = tempfile::tempdir().unwrap();
+    let (root, data) = (dir.path().join("manifests"), dir.path().join("data"));
+    let forged = tokens::Issuer::generate()
+        .mint(&tokens::Grant {
+            namespace: "default".into(),
+            session: "n-attack-a1".into(),
+            uid: "made-up".into(),
+            chain: vec![],
+            reads: vec![],
+            expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+        })
+        .unwrap()
+        .token;
+    hostile_work(&root, "api_client.py", &format!("FORGED_TOKEN: \"{forged}\""));
+    let out = Command::new(env!("CARGO_BIN_EXE_r5e"))
+        .args(["run", root.to_str().unwrap(), "--data-dir"])
+        .arg(&data)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .env_remove("R5E_DATA_DIR")
+        .env_remove("R5E_DATABASE_URL")
+        .output()
+        .unwrap();
+    let f = walk(&data.join("blobs"))
+        .into_iter()
+        .filter_map(|p| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).ok()?).ok())
+        .find(|v| v["attack"] == "api")
+        .unwrap_or_else(|| panic!("the harness never reported: {}\n{}", text(&out.stdout), text(&out.stderr)));
+    let codes = &f["codes"];
+    for (what, code) in [
+        ("read its own task", 200),
+        ("read a policy", 403),
+        ("create a node", 403),
+        ("delete its own task", 403),
+        ("approve itself", 403),
+        ("no token", 401),
+        ("forged token", 401),
+    ] {
+        assert_eq!(codes[what], code, "{what}: {codes:#}");
+    }
+}
+
 #[tokio::test]
 async fn use_the_api_beyond_what_its_token_allows() {
     api_attacks(None).await;
@@ -630,4 +685,17 @@ fn name_a_secret_in_the_data_directory() {
     let a = run_attack_with("read-admin-token", BUDGETS, &[], "[{name: T, fromFile: DATA/admin.token}]", None);
     assert!(a.stdout().contains("is in a directory no harness may be given"), "{}", a.stdout());
     a.assert_nothing_holds(SECRET);
+}
+
+#[tokio::test]
+async fn make_a_tool_read_the_data_directory() {
+    // The Tool's program has a hole (it prints any file it is asked for); it runs confined, so the
+    // hole reaches nothing the server keeps.
+    on_both_stores("exploit-a-tool", BUDGETS, &[], |a| {
+        a.assert_contained();
+        a.assert_nothing_holds(SECRET);
+        let notes = a.findings()[0]["notes"].to_string();
+        assert!(notes.contains("Permission denied"), "the tool was refused by the kernel: {notes}");
+    })
+    .await;
 }

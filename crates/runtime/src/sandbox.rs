@@ -404,6 +404,12 @@ fn landlock_self(plan: &Plan) -> Result<(), String> {
     }
 }
 
+/// [`available`], asked once per process.
+pub fn available_once() -> &'static Result<(), String> {
+    static AVAILABLE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    AVAILABLE.get_or_init(available)
+}
+
 /// Whether this kernel can confine a harness wholly (Landlock with every right of [`ABI`]:
 /// files, TCP ports, signals and abstract sockets), or why not.
 pub fn available() -> Result<(), String> {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use admission::{Identity, REFLECTED};
@@ -906,9 +906,8 @@ fn secrets(ctx: &Context, cmd: &CommandHarness) -> Result<Vec<(String, String)>,
 
 /// The launcher and plan that confine a session's command harness, or why it cannot be confined.
 fn confinement(ctx: &Context, loaded: &Loaded, cmd: &CommandHarness) -> Result<(PathBuf, Plan), Fault> {
-    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
     let sandbox = &ctx.config.sandbox;
-    let launcher = launcher(sandbox, AVAILABLE.get_or_init(sandbox::available))?;
+    let launcher = launcher(sandbox, sandbox::available_once())?;
     let base = &ctx.config.base_dir;
     let mut read: Vec<PathBuf> = sandbox::SYSTEM_PATHS.iter().map(PathBuf::from).collect();
     read.push(base.clone());

@@ -5,6 +5,7 @@
 //! the Tool's program run, with the arguments as JSON on stdin. Allowed or not, each call is a
 //! `tool.call` event naming the digests of its arguments and result (both kept in the CAS).
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::context::{Context, spec};
 use crate::harness::command::resolve;
 use crate::protocol::HostMessage;
+use crate::sandbox::{self, Limits, Plan};
 
 /// The budget a tool call spends.
 pub const TOOL_CALLS: &str = "tool_calls";
@@ -138,11 +140,16 @@ async fn checked_run(
     let Some(command) = spec.command else {
         return Err(format!("{key} has no program to run"));
     };
-    run_program(ctx, &command, args).await
+    run_program(ctx, caller, &command, args).await
 }
 
+/// Run a Tool's program. Where this process confines harnesses (it has a launcher), the program is
+/// confined the same way: it reads the system and the base directory, writes only in the calling
+/// session's workspace, connects only to the API, under the session's resource budgets; if it
+/// cannot be confined, the call is refused.
 async fn run_program(
     ctx: &Context,
+    caller: &Caller<'_>,
     command: &domain::kinds::agents::ToolCommand,
     args: &Value,
 ) -> Result<Value, String> {
@@ -151,9 +158,45 @@ async fn run_program(
     } else {
         command.program.clone()
     };
+    let mut cmd = match &ctx.config.sandbox.launcher {
+        Some(launcher) => {
+            sandbox::available_once().clone().map_err(|e| format!("the tool's program cannot be confined: {e}"))?;
+            let session = caller.session;
+            let workspace = ctx.config.work_dir.join(&session.namespace).join(&session.name);
+            std::fs::create_dir_all(&workspace).map_err(|e| format!("cannot create {}: {e}", workspace.display()))?;
+            let mut read: Vec<PathBuf> = sandbox::SYSTEM_PATHS.iter().map(PathBuf::from).collect();
+            read.push(ctx.config.base_dir.clone());
+            if command.program.contains('/') {
+                read.push(PathBuf::from(&program));
+            }
+            let plan = Plan {
+                program: program.clone(),
+                args: command.args.clone(),
+                cwd: ctx.config.base_dir.clone(),
+                read_write: vec![workspace],
+                read_only: sandbox::without_hidden(&read, &ctx.config.sandbox.hidden),
+                devices: sandbox::DEVICES.iter().map(PathBuf::from).collect(),
+                connect_ports: ctx.config.sandbox.connect_ports.clone(),
+                limits: Limits::from_budgets(&caller.authority.budgets),
+                cgroup: ctx
+                    .config
+                    .sandbox
+                    .cgroups
+                    .then(|| sandbox::cgroup_name(&format!("tool-{}", uuid::Uuid::new_v4().simple()))),
+                parent: std::process::id() as i32,
+            };
+            let mut cmd = tokio::process::Command::new(launcher);
+            cmd.arg(sandbox::SUBCOMMAND).arg(serde_json::to_string(&plan).expect("plans serialise"));
+            cmd
+        }
+        None => {
+            let mut cmd = tokio::process::Command::new(&program);
+            cmd.args(&command.args);
+            cmd
+        }
+    };
     // A tool's program, like a harness, inherits nothing of the server's environment.
-    let mut child = tokio::process::Command::new(&program)
-        .args(&command.args)
+    let mut child = cmd
         .env_clear()
         .envs(crate::harness::command::BASE_ENV.iter().copied())
         .current_dir(&ctx.config.base_dir)

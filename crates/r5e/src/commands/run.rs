@@ -52,20 +52,52 @@ pub async fn run(path: &Path, data: &DataDir, timeout: Duration, lease: Duration
     }
     let base = if path.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
     let base = std::fs::canonicalize(&base).with_context(|| format!("cannot resolve {}", base.display()))?;
-    let (work_dir, sandbox) = crate::sessions::prepare(&data.data_dir, data.work_dir.as_deref(), None)?;
-    let credentials = runtime::context::SessionCredentials { issuer, api: None };
+    let (api, api_url, stop_api) = sessions_api(&admission, &issuer).await?;
+    let (work_dir, sandbox) = crate::sessions::prepare(&data.data_dir, data.work_dir.as_deref(), Some(api.port()))?;
+    let access = runtime::context::ApiAccess { url: api_url, ca_pem: None };
+    let credentials = runtime::context::SessionCredentials { issuer, api: Some(access) };
     let config = Config { lease_ttl: lease, sandbox, credentials: Some(credentials), ..Config::new(base, work_dir) };
     let ctx = runtime::Context::new(admission.clone(), open_cas(&data.data_dir)?, config);
     eprintln!("running {} graph(s): {}", graphs.len(), names(&graphs));
     let rt = Runtime::start(ctx);
     let finished = follow(&admission, &graphs, start_seq, timeout).await;
     rt.stop().await;
+    let _ = stop_api.send(());
     let outcome = summary::print(&admission, &graphs, start_seq).await?;
     match finished? {
         true if outcome.succeeded() => Ok(ExitCode::SUCCESS),
         true => Ok(ExitCode::FAILURE),
         false => bail!("the work did not finish within {} s (--timeout)", timeout.as_secs()),
     }
+}
+
+/// The API the sessions of this run may call with their tokens: on a free loopback port, plain
+/// HTTP, accepting sessions' tokens only (no person's token is valid on it). Returns its address,
+/// its URL and what stops it.
+async fn sessions_api(
+    admission: &Arc<Admission>,
+    issuer: &tokens::Issuer,
+) -> Result<(std::net::SocketAddr, String, tokio::sync::oneshot::Sender<()>)> {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot listen for the sessions' API")?;
+    let addr = tcp.local_addr()?;
+    let state = api::AppState {
+        admission: admission.clone(),
+        tokens: api::Tokens::new(Vec::new()).with_sessions(issuer.verifier()),
+        watch_window: api::DEFAULT_WATCH_WINDOW,
+        bookmark_interval: Duration::from_secs(10),
+        metrics: Default::default(),
+        write_limit: api::RateLimit::per_second(api::DEFAULT_WRITES_PER_SECOND),
+    };
+    let limits = crate::listener::Limits {
+        max_connections: 64,
+        handshake_timeout: Duration::from_secs(10),
+        header_timeout: Duration::from_secs(10),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(crate::listener::serve(tcp, None, api::router(state), limits, async move {
+        let _ = stopped.await;
+    }));
+    Ok((addr, format!("http://{addr}"), stop))
 }
 
 fn names(keys: &[ObjectKey]) -> String {

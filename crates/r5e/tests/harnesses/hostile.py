@@ -168,6 +168,13 @@ elif attack == "exceed-artifact-bytes":
 elif attack == "outlast-wall-time":
     time.sleep(30)
     reached.append("outlived its wall time")
+elif attack == "exploit-a-tool":
+    send(type="tool_call", id="t1", tool="file-reader", arguments={"path": os.path.join(data, "admin.token")})
+    answer = json.loads(sys.stdin.readline())
+    if answer["ok"]:
+        reached.append(f"the tool read {answer['result']}")
+    else:
+        notes.append(f"the tool failed: {answer['error']}")
 elif attack == "flood-output":
     while True:
         send(type="log", message="x" * 4096)
