@@ -284,6 +284,55 @@ impl Admission {
         }
     }
 
+    /// Record a change to people's credentials, issuing or revoking bearer tokens (`event`), as a
+    /// write by `who`: decided on `action` (`create` to issue, `delete` to revoke) over `target`
+    /// (`Token/<name>`, in the service account's namespace for its tokens) by the identity gate
+    /// and policy, and appended with its decision in one transaction. A refusal is recorded too.
+    /// Only a permit that decides on the target alone counts (there is no object to decide on),
+    /// and a token may carry only groups its issuer belongs to, unless the issuer is an
+    /// administrator.
+    pub async fn change_credentials(
+        &self,
+        who: &Identity,
+        action: policy::Action,
+        target: &ObjectKey,
+        groups: &[String],
+        event: EventDraft,
+    ) -> Result<(), Error> {
+        let set = self.policies.current(&self.store).await;
+        let forbid = |stage, reason: String| Error::Forbidden { stage, reason };
+        let outcome = match stages::authorize_request(&set, who, action, target) {
+            Err(refusal) => Err(refusal),
+            Ok(a) if a.policies.is_empty() => Err((
+                forbid(Stage::Policy, "no policy permits this on the target alone (a token has no object)".into()),
+                a.policies,
+            )),
+            Ok(a) => {
+                let foreign: Vec<&str> =
+                    groups.iter().filter(|g| !who.principal.groups.contains(g)).map(String::as_str).collect();
+                if !stages::is_admin(who) && !foreign.is_empty() {
+                    let reason =
+                        format!("{} may not issue a token in groups it is not in: {}", who.actor(), foreign.join(", "));
+                    Err((forbid(Stage::Identity, reason), a.policies))
+                } else {
+                    Ok(a.policies)
+                }
+            }
+        };
+        match outcome {
+            Ok(policies) => {
+                let decision = decision_record(who, action.as_str(), target, Ok(()), &policies, set.digest());
+                self.store.events.append_all(vec![decision, event]).await?;
+                Ok(())
+            }
+            Err((error, policies)) => {
+                let record = decision_record(who, action.as_str(), target, Err(&error), &policies, set.digest());
+                self.store.events.append(record).await?;
+                Err(error)
+            }
+        }
+    }
+
     /// Whether `who` may read the resource at `key`, decided as [`Admission::authorize_request`]
     /// decides a `get`, without recording anything (to choose what a response may show).
     pub async fn may_read(&self, who: &Identity, key: &ObjectKey) -> bool {

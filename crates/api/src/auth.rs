@@ -1,10 +1,10 @@
-//! Bearer tokens. A token is 64 random hex characters shown once; only its SHA-256 is kept, with
-//! the identity it stands for. Every request but the health checks must carry one.
+//! Bearer tokens. A person's or service account's token is 64 random hex characters shown once;
+//! only its SHA-256 is kept, with the identity it stands for, in the `token.issued` event that
+//! issued it. Every request but the health checks must carry one.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use admission::Identity;
 use axum::http::HeaderMap;
@@ -48,23 +48,64 @@ impl TokenRecord {
     }
 }
 
-/// The tokens a server accepts: fixed, or read from a file and re-read whenever it changes (so
-/// `r5e token create|revoke` take effect at once).
+/// The event types of people's and service accounts' tokens on the audit chain. Issuing and
+/// revoking a token is a write through admission (`Admission::change_credentials`); the tokens a
+/// server accepts are these events folded in order, so every process on the store sees the same
+/// set.
+pub const TOKEN_ISSUED: &str = "token.issued";
+/// See [`TOKEN_ISSUED`].
+pub const TOKEN_REVOKED: &str = "token.revoked";
+
+impl TokenRecord {
+    /// What the token is about on the chain: `token:<kind>:<name>`.
+    pub fn subject(&self) -> String {
+        format!("token:{}:{}", self.kind, self.name)
+    }
+
+    /// Where policy decides about it: `Token/<name>` (a service account's in its namespace).
+    pub fn target(&self) -> domain::ObjectKey {
+        match (self.kind.as_str(), self.name.split_once('/')) {
+            ("serviceaccount", Some((ns, name))) => domain::ObjectKey::new("Token", ns, name),
+            _ => domain::ObjectKey::new("Token", "", &self.name),
+        }
+    }
+
+    /// The event that issues it (the record holds the token's digest, never the token).
+    pub fn issued(&self, actor: &str) -> domain::chain::EventDraft {
+        domain::chain::EventDraft {
+            type_: TOKEN_ISSUED.into(),
+            actor: actor.into(),
+            subject: self.subject(),
+            data: serde_json::to_value(self).expect("token records serialise"),
+        }
+    }
+
+    /// The event that revokes the tokens `hashes` of this record's holder.
+    pub fn revoked(&self, actor: &str, hashes: &[Digest]) -> domain::chain::EventDraft {
+        domain::chain::EventDraft {
+            type_: TOKEN_REVOKED.into(),
+            actor: actor.into(),
+            subject: self.subject(),
+            data: serde_json::json!({"kind": self.kind, "name": self.name, "hashes": hashes}),
+        }
+    }
+}
+
+/// The tokens a server accepts: fixed ([`Tokens::new`]), or those the audit chain of a store
+/// issued and has not revoked ([`Tokens::from_store`]), caught up with the chain on every
+/// request, so an issue or a revocation by any process counts from its next request on.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     by_hash: Arc<RwLock<HashMap<Digest, TokenRecord>>>,
-    file: Option<Arc<TokenFile>>,
+    store: Option<storage::Store>,
+    /// The last event applied.
+    seen: Arc<tokio::sync::Mutex<u64>>,
     /// Checks sessions' tokens (Biscuit), if this server issues them.
     sessions: Option<tokens::Verifier>,
 }
 
-#[derive(Debug)]
-struct TokenFile {
-    path: PathBuf,
-    modified: RwLock<Option<SystemTime>>,
-}
-
-/// Read the token records in `path` (none if it does not exist).
+/// Read the token records in `path` (none if it does not exist): the token file of older
+/// releases, which `r5e serve` imports into the store once.
 pub fn read_token_file(path: &Path) -> std::io::Result<Vec<TokenRecord>> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
@@ -73,31 +114,17 @@ pub fn read_token_file(path: &Path) -> std::io::Result<Vec<TokenRecord>> {
     }
 }
 
-/// Write token records to `path` atomically, readable by the owner only.
-pub fn write_token_file(path: &Path, records: &[TokenRecord]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(records).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 impl Tokens {
     /// Tokens from their records.
     pub fn new(records: Vec<TokenRecord>) -> Tokens {
         let map = records.into_iter().map(|r| (r.hash, r)).collect();
-        Tokens { by_hash: Arc::new(RwLock::new(map)), file: None, sessions: None }
+        Tokens { by_hash: Arc::new(RwLock::new(map)), ..Tokens::default() }
     }
 
-    /// Tokens kept in `path`, re-read whenever the file changes.
-    pub fn from_file(path: &Path) -> std::io::Result<Tokens> {
-        let tokens = Tokens {
-            file: Some(Arc::new(TokenFile { path: path.to_path_buf(), modified: RwLock::new(None) })),
-            ..Tokens::default()
-        };
-        tokens.refresh()?;
+    /// The tokens the audit chain of `store` issued and has not revoked.
+    pub async fn from_store(store: storage::Store) -> Result<Tokens, storage::Error> {
+        let tokens = Tokens { store: Some(store), ..Tokens::default() };
+        tokens.catch_up().await?;
         Ok(tokens)
     }
 
@@ -108,23 +135,41 @@ impl Tokens {
         self
     }
 
-    /// Re-read the file if it changed since the last read.
-    fn refresh(&self) -> std::io::Result<()> {
-        let Some(file) = &self.file else { return Ok(()) };
-        let modified = std::fs::metadata(&file.path).and_then(|m| m.modified()).ok();
-        if *file.modified.read().expect("token file lock") == modified && modified.is_some() {
-            return Ok(());
+    /// Every token record, revoked ones included.
+    pub fn records(&self) -> Vec<TokenRecord> {
+        let mut out: Vec<TokenRecord> = self.by_hash.read().expect("token map lock").values().cloned().collect();
+        out.sort_by(|a, b| (&a.kind, &a.name, a.hash.hex()).cmp(&(&b.kind, &b.name, b.hash.hex())));
+        out
+    }
+
+    /// Apply the token events the store has that this process has not seen.
+    pub async fn catch_up(&self) -> Result<(), storage::Error> {
+        const PAGE: usize = 1000;
+        let Some(store) = &self.store else { return Ok(()) };
+        let mut seen = self.seen.lock().await;
+        loop {
+            let query = storage::EventQuery {
+                from_seq: Some(*seen + 1),
+                types: vec![TOKEN_ISSUED.into(), TOKEN_REVOKED.into()],
+                limit: Some(PAGE),
+                ..Default::default()
+            };
+            let page = store.events.query(&query).await?;
+            let mut map = self.by_hash.write().expect("token map lock");
+            for e in &page {
+                apply(&mut map, e);
+                *seen = e.seq;
+            }
+            if page.len() < PAGE {
+                return Ok(());
+            }
         }
-        let records = read_token_file(&file.path)?;
-        *self.by_hash.write().expect("token map lock") = records.into_iter().map(|r| (r.hash, r)).collect();
-        *file.modified.write().expect("token file lock") = modified;
-        Ok(())
     }
 
     /// The identity behind the `Authorization: Bearer ...` header.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, Error> {
-        if let Err(e) = self.refresh() {
-            tracing::warn!(error = %e, "cannot re-read the token file; using the tokens read before");
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, Error> {
+        if let Err(e) = self.catch_up().await {
+            tracing::warn!(error = %e, "cannot read the token events; using the tokens read before");
         }
         let header = headers
             .get(axum::http::header::AUTHORIZATION)
@@ -143,7 +188,7 @@ impl Tokens {
             }
             Some(r) => r.identity().ok_or_else(|| Error::Unauthorized(format!("token of unknown kind `{}`", r.kind))),
             None => match &self.sessions {
-                // Not one of the tokens on file: it may be a session's.
+                // Not a person's token: it may be a session's.
                 Some(verifier) if tokens::inspect(token).is_ok() => {
                     let claims = verifier
                         .identify(token, chrono::Utc::now())
@@ -166,10 +211,30 @@ impl Tokens {
     ) {
         loop {
             tokio::time::sleep(every).await;
-            match self.authenticate(&headers) {
+            match self.authenticate(&headers).await {
                 Ok(who) if admission.credential_live(&who).await => {}
                 _ => return,
             }
         }
+    }
+}
+
+/// Fold one token event into the map; an event that does not parse changes nothing.
+fn apply(map: &mut HashMap<Digest, TokenRecord>, e: &domain::chain::Event) {
+    match e.type_.as_str() {
+        TOKEN_ISSUED => {
+            if let Ok(r) = serde_json::from_value::<TokenRecord>(e.data.clone()) {
+                map.insert(r.hash, r);
+            }
+        }
+        TOKEN_REVOKED => {
+            let hashes: Vec<Digest> = serde_json::from_value(e.data["hashes"].clone()).unwrap_or_default();
+            for h in hashes {
+                if let Some(r) = map.get_mut(&h) {
+                    r.revoked = true;
+                }
+            }
+        }
+        _ => {}
     }
 }

@@ -25,7 +25,7 @@ use admission::Admission;
 use axum::Router;
 use axum::routing::get;
 
-pub use auth::{TokenRecord, Tokens, read_token_file, write_token_file};
+pub use auth::{TOKEN_ISSUED, TOKEN_REVOKED, TokenRecord, Tokens, read_token_file};
 pub use error::Error;
 pub use limits::{DEFAULT_WRITES_PER_SECOND, RateLimit};
 pub use metrics::Metrics;
@@ -84,7 +84,7 @@ async fn groups(
     state: axum::extract::State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, Error> {
-    state.tokens.authenticate(&headers)?;
+    state.tokens.authenticate(&headers).await?;
     discovery::groups(state).await
 }
 
@@ -93,7 +93,7 @@ async fn openapi_index(
     state: axum::extract::State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, Error> {
-    state.tokens.authenticate(&headers)?;
+    state.tokens.authenticate(&headers).await?;
     discovery::openapi_index(&state).await
 }
 
@@ -103,7 +103,7 @@ async fn openapi_group_version(
     axum::extract::Path((group, version)): axum::extract::Path<(String, String)>,
     headers: axum::http::HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, Error> {
-    state.tokens.authenticate(&headers)?;
+    state.tokens.authenticate(&headers).await?;
     discovery::openapi_group_version(&state, &group, &version).await
 }
 

@@ -25,7 +25,7 @@ pub async fn count(State(state): State<AppState>, request: Request, next: Next) 
 
 /// `GET /metrics`.
 pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, Error> {
-    state.tokens.authenticate(&headers)?;
+    state.tokens.authenticate(&headers).await?;
     let events = &state.admission.store().events;
     let head = events.head().await?.seq;
     let stats = events.stats();

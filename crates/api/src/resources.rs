@@ -32,7 +32,7 @@ pub async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Error> {
-    let who = state.tokens.authenticate(&headers)?;
+    let who = state.tokens.authenticate(&headers).await?;
     match path::parse(&rest)? {
         Target::Group { group } => {
             only_get(&method)?;
@@ -593,7 +593,7 @@ fn key_of(object: &Value) -> ObjectKey {
 /// `POST /r5e/v1/explain`: what admission would decide for `{"operation": "create" | "update" |
 /// "update_status" | "delete", "object": {...}}` by the caller, and why. Writes nothing.
 pub async fn explain(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
-    let who = state.tokens.authenticate(&headers)?;
+    let who = state.tokens.authenticate(&headers).await?;
     body_type(&headers, &Method::POST)?;
     let request = parse_body(&body, "the body")?;
     let operation = match request.get("operation").and_then(Value::as_str).unwrap_or("create") {
@@ -643,7 +643,7 @@ pub async fn events(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let who = state.tokens.authenticate(&headers)?;
+    let who = state.tokens.authenticate(&headers).await?;
     state.admission.authorize_request(&who, Action::Get, &ObjectKey::new("AuditLog", "", "events")).await?;
     let number = |name: &str| -> Result<Option<u64>, Error> {
         query

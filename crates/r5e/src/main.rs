@@ -198,7 +198,7 @@ fn main() -> ExitCode {
                 commands::run::run(&path, &data, timeout, lease).await
             }
             Command::Serve { data, listen } => commands::serve::run(&data, &listen).await,
-            Command::Token { command } => commands::token::run(command),
+            Command::Token { command } => commands::token::run(command).await,
             Command::Apply { path, namespace, remote } => commands::remote::apply(&remote, &path, &namespace).await,
             Command::Get { kind, name, namespace, all_namespaces, selector, output, remote } => {
                 commands::remote::get(

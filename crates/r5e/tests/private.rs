@@ -56,7 +56,7 @@ fn serve_keeps_the_data_dir_private_and_tightens_an_older_one() {
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
     let put = r5e_in(&data, &["cas", "put", quickstart.join("00-governance.yaml").to_str().unwrap()]);
     assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
-    for name in ["r5e.db", "tokens.json", "admin.token", "kubeconfig", "tls/ca.crt", "tls/server.key", "blobs/sha256"] {
+    for name in ["r5e.db", "session.key", "admin.token", "kubeconfig", "tls/ca.crt", "tls/server.key", "blobs/sha256"] {
         assert!(data.join(name).exists(), "{name} is made by now");
     }
     let (wide, seen) = open_to_others(&data);

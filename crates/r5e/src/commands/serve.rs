@@ -68,16 +68,17 @@ impl Listen {
 pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
     crate::private::prepare_data_dir(&data.data_dir)?;
     let store = open_checked_store(data).await?;
-    let admin_token = token::bootstrap_admin(&data.data_dir)?;
     let issuer = Arc::new(crate::sessions::issuer(&data.data_dir)?);
-    let tokens = Tokens::from_file(&token::file(&data.data_dir))
-        .context("cannot read the token file")?
+    let admission = Arc::new(Admission::new(store).with_credentials(Arc::new(issuer.verifier())));
+    let admin_token = token::bootstrap_admin(&data.data_dir, &admission).await?;
+    let tokens = Tokens::from_store(admission.store().clone())
+        .await
+        .context("cannot read the tokens from the store")?
         .with_sessions(issuer.verifier());
     let tcp = tokio::net::TcpListener::bind(&listen.listen)
         .await
         .with_context(|| format!("cannot listen on {}", listen.listen))?;
     let addr = tcp.local_addr()?;
-    let admission = Arc::new(Admission::new(store).with_credentials(Arc::new(issuer.verifier())));
     let (server, acceptor, ca) = if listen.plain_http {
         (format!("http://{addr}"), None, None)
     } else {

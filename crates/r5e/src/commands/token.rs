@@ -1,5 +1,7 @@
-//! `r5e token create|list|revoke`: the bearer tokens of a data directory. A token is shown once;
-//! only its SHA-256 is kept. A running server sees changes at once.
+//! `r5e token create|list|revoke`: people's and service accounts' bearer tokens, on the store of
+//! a data directory (or `--database-url`). A token is shown once; only its SHA-256 is kept, in
+//! the `token.issued` event that issues it. Issuing and revoking go through admission, as the
+//! store's operator, and are on the audit chain; a running server sees them on its next request.
 //!
 //! `r5e token inspect|verify|public-key`: sessions' tokens (Biscuit), read and checked offline.
 
@@ -8,8 +10,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use admission::{Admission, Identity};
 use anyhow::{Context, Result, bail};
-use api::{TokenRecord, read_token_file, write_token_file};
+use api::{TokenRecord, read_token_file};
 use clap::Subcommand;
 use domain::Digest;
 
@@ -106,30 +109,69 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Who the token commands act as on a store opened locally: its operator, an administrator.
+fn operator() -> Identity {
+    Identity::user("local", &[policy::ADMINS_GROUP])
+}
+
+/// Issue `record` (its token is shown to the caller, never stored) through admission.
+pub async fn issue(admission: &Admission, who: &Identity, record: &TokenRecord) -> Result<()> {
+    let event = record.issued(&who.actor());
+    admission.change_credentials(who, policy::Action::Create, &record.target(), &record.groups, event).await?;
+    Ok(())
+}
+
 /// The administrator token of `dir`, made on first use: written to `dir/admin.token` (0600) and
-/// recorded, hashed, in the token file.
-pub fn bootstrap_admin(dir: &Path) -> Result<String> {
-    let path = dir.join("admin.token");
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        return Ok(token.trim().to_string());
+/// issued (hashed) on the audit chain of `admission`'s store. A token file of an older release
+/// is imported into the store once (and renamed `tokens.json.imported`); an `admin.token` the
+/// store does not know (a data directory moved to a new database) is issued again.
+pub async fn bootstrap_admin(dir: &Path, admission: &Admission) -> Result<String> {
+    let who = Identity::user("system:bootstrap", &[policy::ADMINS_GROUP]);
+    let known = api::Tokens::from_store(admission.store().clone()).await?.records();
+    let old = file(dir);
+    let imported = read_token_file(&old).context("cannot read the token file")?;
+    for r in imported.iter().filter(|r| !known.iter().any(|k| k.hash == r.hash)) {
+        issue(admission, &who, &TokenRecord { revoked: false, ..r.clone() }).await?;
+        if r.revoked {
+            let event = r.revoked(&who.actor(), &[r.hash]);
+            admission.change_credentials(&who, policy::Action::Delete, &r.target(), &[], event).await?;
+        }
     }
-    let token = new_token();
-    let mut records = read_token_file(&file(dir)).context("cannot read the token file")?;
-    records.push(TokenRecord {
-        hash: Digest::of(token.as_bytes()),
-        kind: "user".into(),
-        name: "admin".into(),
-        groups: vec!["admins".into()],
-        revoked: false,
-        expires_at: None,
-    });
-    write_token_file(&file(dir), &records).context("cannot write the token file")?;
-    write_private(&path, format!("{token}\n").as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    if old.exists() {
+        std::fs::rename(&old, old.with_extension("json.imported"))?;
+    }
+    let path = dir.join("admin.token");
+    let token = match std::fs::read_to_string(&path) {
+        Ok(token) => token.trim().to_string(),
+        Err(_) => {
+            let token = new_token();
+            write_private(&path, format!("{token}\n").as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            token
+        }
+    };
+    let hash = Digest::of(token.as_bytes());
+    if !known.iter().chain(&imported).any(|k| k.hash == hash) {
+        let record = TokenRecord {
+            hash,
+            kind: "user".into(),
+            name: "admin".into(),
+            groups: vec![policy::ADMINS_GROUP.into()],
+            revoked: false,
+            expires_at: None,
+        };
+        issue(admission, &who, &record).await?;
+    }
     Ok(token)
 }
 
-pub fn run(command: TokenCommand) -> Result<ExitCode> {
+/// Admission over the store of `data`, for the token commands.
+async fn local_admission(data: &crate::DataDir) -> Result<Admission> {
+    crate::private::prepare_data_dir(&data.data_dir)?;
+    Ok(Admission::new(crate::backends::open_checked_store(data).await?))
+}
+
+pub async fn run(command: TokenCommand) -> Result<ExitCode> {
     match command {
         TokenCommand::Inspect { token } => print!("{}", tokens::inspect(&token_arg(&token)?)?),
         TokenCommand::Verify { data, token, public_key } => {
@@ -151,24 +193,24 @@ pub fn run(command: TokenCommand) -> Result<ExitCode> {
             if service_account && !name.contains('/') {
                 bail!("a service account is named `namespace/name`, not `{name}`");
             }
-            crate::private::prepare_data_dir(&data.data_dir)?;
+            let admission = local_admission(&data).await?;
             let token = new_token();
-            let mut records = read_token_file(&file(&data.data_dir))?;
-            records.push(TokenRecord {
+            let record = TokenRecord {
                 hash: Digest::of(token.as_bytes()),
                 kind: kind.into(),
                 name,
                 groups,
                 revoked: false,
                 expires_at: expires_in.map(|s| chrono::Utc::now() + chrono::Duration::seconds(i64::from(s))),
-            });
-            write_token_file(&file(&data.data_dir), &records)?;
+            };
+            issue(&admission, &operator(), &record).await?;
             println!("{token}");
             eprintln!("keep this token: it is not stored and cannot be shown again");
         }
         TokenCommand::List { data } => {
             let mut t = table(&["kind", "name", "groups", "revoked", "hash"]);
-            for r in read_token_file(&file(&data.data_dir))? {
+            let admission = local_admission(&data).await?;
+            for r in api::Tokens::from_store(admission.store().clone()).await?.records() {
                 t.add_row(vec![
                     r.kind,
                     r.name,
@@ -180,17 +222,19 @@ pub fn run(command: TokenCommand) -> Result<ExitCode> {
             println!("{t}");
         }
         TokenCommand::Revoke { data, name } => {
-            crate::private::prepare_data_dir(&data.data_dir)?;
-            let mut records = read_token_file(&file(&data.data_dir))?;
-            let mut n = 0;
-            for r in records.iter_mut().filter(|r| r.name == name && !r.revoked) {
-                r.revoked = true;
-                n += 1;
-            }
-            if n == 0 {
-                bail!("no live token for `{name}`");
-            }
-            write_token_file(&file(&data.data_dir), &records)?;
+            let admission = local_admission(&data).await?;
+            let live: Vec<TokenRecord> = api::Tokens::from_store(admission.store().clone())
+                .await?
+                .records()
+                .into_iter()
+                .filter(|r| r.name == name && !r.revoked)
+                .collect();
+            let Some(first) = live.first() else { bail!("no live token for `{name}`") };
+            let hashes: Vec<Digest> = live.iter().map(|r| r.hash).collect();
+            let who = operator();
+            let event = first.revoked(&who.actor(), &hashes);
+            admission.change_credentials(&who, policy::Action::Delete, &first.target(), &[], event).await?;
+            let n = hashes.len();
             eprintln!("revoked {n} token(s) of {name}");
         }
     }
