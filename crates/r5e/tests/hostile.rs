@@ -699,3 +699,13 @@ async fn make_a_tool_read_the_data_directory() {
     })
     .await;
 }
+
+#[test]
+fn start_more_sessions_than_the_task_may() {
+    // Every attempt fails (past its artifact budget); the Task may start two sessions in all, so
+    // the third attempt is never started and the Task fails naming its budget.
+    let a = run_attack("exceed-artifact-bytes", "{tool_calls: 5, artifact_bytes: 10000, sessions: 2}", &[], None);
+    let stdout = a.stdout();
+    assert!(stdout.contains("sessions:    2 (2 producer): 2 failed"), "{stdout}");
+    assert!(stdout.contains("the Task reached its budget: budget `sessions` of 2 is spent"), "{stdout}");
+}

@@ -8,6 +8,7 @@
 //! | `tokens` | model tokens (input and output) | [`crate::harness::model`] |
 //! | `artifact_bytes` | bytes of output, verdict, decline and reflection artifacts | [`crate::session`] |
 //! | `nodes` | Nodes an orchestrating session creates | [`crate::session`] |
+//! | `sessions` | sessions a Task starts (attempts, reviews, re-plans) | [`crate::controllers::task`] (the Task fails) |
 //! | `wall_seconds` | the session's wall-clock time | [`crate::session`] (its deadline) |
 //! | `cpu_seconds`, `memory_bytes`, `processes`, `file_bytes` | a confined harness's resources | [`crate::sandbox`] (kernel limits) |
 
@@ -19,6 +20,8 @@ pub use crate::tools::TOOL_CALLS;
 pub const ARTIFACT_BYTES: &str = "artifact_bytes";
 /// Nodes a session creates.
 pub const NODES: &str = "nodes";
+/// Sessions a Task starts: every attempt, review and re-plan.
+pub const SESSIONS: &str = "sessions";
 /// A session's wall-clock seconds.
 pub const WALL_SECONDS: &str = "wall_seconds";
 /// Model tokens.

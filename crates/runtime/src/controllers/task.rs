@@ -70,6 +70,13 @@ fn in_flight(phase: Option<SessionPhase>) -> bool {
     matches!(phase, None | Some(SessionPhase::Pending | SessionPhase::Running | SessionPhase::Reflecting))
 }
 
+/// Why the Task may not start one more session, having `existing`: its `sessions` budget (every
+/// attempt, review and re-plan counts) is spent.
+fn sessions_spent(t: &TaskSpec, existing: usize) -> Option<String> {
+    crate::budgets::over(&t.authority, crate::budgets::SESSIONS, existing as u64, 1)
+        .map(|reason| format!("the Task reached its budget: {reason}"))
+}
+
 /// How long to wait before attempt `n + 1` after `n` failed attempts.
 fn backoff(failed: u32) -> Duration {
     Duration::from_millis(250u64 << failed.min(8)).min(Duration::from_secs(60))
@@ -236,6 +243,9 @@ impl Tasks {
             .await?;
             return Ok(Next::After(Duration::from_millis(500)));
         };
+        if let Some(m) = sessions_spent(t, sessions.len()) {
+            return self.set(&key, TaskPhase::Failed, Some("BudgetSpent"), Some(m), sessions, |_| {}).await;
+        }
         let name = child_name(&key.name, &format!("a{attempt}"));
         let authority = narrowed(&t.authority, &agent_spec);
         let session = AgentSessionSpec {
@@ -370,6 +380,7 @@ impl Tasks {
         let mut pending = false;
         let mut approved = Vec::new();
         let mut rejections = Vec::new();
+        let mut created = 0;
         for (i, (artifact, a)) in outputs.iter().enumerate() {
             let name = child_name(last.name(), &format!("review-{}", i + 1));
             match sessions.iter().find(|s| s.name() == name) {
@@ -381,6 +392,12 @@ impl Tasks {
                             .await;
                     }
                     Ok((agent, agent_spec, model)) => {
+                        if let Some(m) = sessions_spent(t, sessions.len() + created) {
+                            return self
+                                .set(&key, TaskPhase::Failed, Some("BudgetSpent"), Some(m), sessions, |_| {})
+                                .await;
+                        }
+                        created += 1;
                         let s = AgentSessionSpec {
                             task_ref: local_ref(&key.name),
                             agent_ref: local_ref(&agent.metadata.name),
@@ -543,6 +560,9 @@ impl Tasks {
                     return self.set(&key, TaskPhase::Declined, Some("NeedsSplitting"), Some(m), sessions, c).await;
                 };
                 let t: TaskSpec = spec(task)?;
+                if let Some(m) = sessions_spent(&t, sessions.len()) {
+                    return self.set(&key, TaskPhase::Failed, Some("BudgetSpent"), Some(m), sessions, |_| {}).await;
+                }
                 let mut lineage = last.spec.lineage.clone();
                 lineage.push(last.resource.metadata.uid.clone().unwrap_or_default());
                 let s = AgentSessionSpec {
