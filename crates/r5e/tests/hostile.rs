@@ -112,60 +112,12 @@ fn run_attack_with(
     std::fs::write(data.join("admin.token"), SECRET).unwrap();
     std::fs::create_dir_all(work.join("default/victim")).unwrap();
     std::fs::write(work.join("default/victim/secret.txt"), SECRET).unwrap();
-    copy_dir(&repo().join("examples/quickstart"), &root);
-    std::fs::remove_file(root.join("20-work.yaml")).unwrap();
-    std::fs::copy(harnesses().join("file_reader.py"), root.join("tools/file_reader.py")).unwrap();
-    let mut harness_env = format!("ATTACK: {attack}, TARGET_DATA: \"{}\"", data.canonicalize().unwrap().display());
+    let data_path = data.canonicalize().unwrap().display().to_string();
+    let mut harness_env = format!("ATTACK: {attack}, TARGET_DATA: \"{data_path}\"");
     for (k, v) in env {
         harness_env.push_str(&format!(", {k}: \"{v}\""));
     }
-    let manifests = format!(
-        "apiVersion: r5e.ai/v1alpha1
-kind: Graph
-metadata: {{name: g}}
-spec:
-  authority: {{capabilities: [notes.write, text.analyse], budgets: {budgets}}}
----
-apiVersion: r5e.ai/v1alpha1
-kind: Tool
-metadata: {{name: file-reader}}
-spec:
-  description: Print a file
-  capability: text.analyse
-  inputSchema: {{type: object, properties: {{path: {{type: string}}}}, required: [path]}}
-  command: {{program: python3, args: [tools/file_reader.py], timeoutSeconds: 10}}
----
-apiVersion: r5e.ai/v1alpha1
-kind: Harness
-metadata: {{name: hostile}}
-spec:
-  type: command
-  command: {{program: python3, args: [\"{script}\"], env: {{{harness_env}}}, timeoutSeconds: 60, maxOutputBytes: 1048576, readPaths: [\"{dir}\"], secrets: {secrets}}}
----
-apiVersion: r5e.ai/v1alpha1
-kind: Agent
-metadata: {{name: hostile, labels: {{r5e.ai/role: hostile}}}}
-spec: {{role: Task, harnessRef: {{name: hostile}}, model: {{provider: mallory, name: m1}}, capabilities: [notes.write, text.analyse]}}
----
-apiVersion: r5e.ai/v1alpha1
-kind: Workflow
-metadata: {{name: w}}
-spec:
-  steps:
-    - name: attack
-      agentSelector: {{matchLabels: {{r5e.ai/role: hostile}}}}
-      review: {{reviewerSelector: {{matchLabels: {{r5e.ai/role: reviewer}}}}, maxRounds: 1}}
----
-apiVersion: r5e.ai/v1alpha1
-kind: Node
-metadata: {{name: n}}
-spec: {{graphRef: {{name: g}}, description: an attack, workflowRef: {{name: w}}, inputs: {{}}}}
-",
-        script = harnesses().join("hostile.py").display(),
-        dir = harnesses().display(),
-        secrets = secrets.replace("DATA", &data.canonicalize().unwrap().display().to_string()),
-    );
-    std::fs::write(root.join("20-work.yaml"), manifests).unwrap();
+    hostile_work(&root, "hostile.py", &harness_env, budgets, &secrets.replace("DATA", &data_path));
     let mut store = Vec::new();
     if let Some(url) = database {
         store = vec!["--database-url".to_string(), url.to_string()];
@@ -183,21 +135,6 @@ spec: {{graphRef: {{name: g}}, description: an attack, workflowRef: {{name: w}},
         .output()
         .expect("r5e runs");
     Attack { _dir: dir, data, work, out, store }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            if entry.file_name() != "__pycache__" {
-                copy_dir(&entry.path(), &target);
-            }
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// Run `attack` on the embedded store and (when a server is configured) on Postgres, and check
@@ -364,7 +301,7 @@ fn run_unconfined_where_policy_forbids_it() {
     // for it is refused at admission.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("manifests");
-    copy_dir(&repo().join("examples/quickstart"), &root);
+    common::copy_dir(&repo().join("examples/quickstart"), &root);
     std::fs::write(
         root.join("05-no-unconfined.yaml"),
         "apiVersion: r5e.ai/v1alpha1
@@ -399,29 +336,40 @@ spec: {type: command, sandbox: none, command: {program: sh, args: [-c, 'cat /etc
     assert!(!out.status.success(), "a run with a refused manifest does not start the work");
 }
 
-/// The quickstart's governance and reviewer, and the Graph `g` whose one Node is done by a
-/// harness running `script` (from tests/harnesses) with `env` (a YAML flow map's entries).
-fn hostile_work(root: &Path, script: &str, env: &str) {
-    copy_dir(&repo().join("examples/quickstart"), root);
+/// The quickstart's governance and reviewer, a Tool with a hole (`file-reader`), and the Graph
+/// `g` with `budgets` whose one Node is done by a harness running `script` (from
+/// tests/harnesses) with `env` (a YAML flow map's entries) and `secrets` (a YAML flow list).
+fn hostile_work(root: &Path, script: &str, env: &str, budgets: &str, secrets: &str) {
+    common::copy_dir(&repo().join("examples/quickstart"), root);
     std::fs::remove_file(root.join("20-work.yaml")).unwrap();
+    std::fs::copy(harnesses().join("file_reader.py"), root.join("tools/file_reader.py")).unwrap();
     let manifests = format!(
         "apiVersion: r5e.ai/v1alpha1
 kind: Graph
 metadata: {{name: g}}
 spec:
-  authority: {{capabilities: [notes.write], budgets: {{tool_calls: 5}}}}
+  authority: {{capabilities: [notes.write, text.analyse], budgets: {budgets}}}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Tool
+metadata: {{name: file-reader}}
+spec:
+  description: Print a file
+  capability: text.analyse
+  inputSchema: {{type: object, properties: {{path: {{type: string}}}}, required: [path]}}
+  command: {{program: python3, args: [tools/file_reader.py], timeoutSeconds: 10}}
 ---
 apiVersion: r5e.ai/v1alpha1
 kind: Harness
 metadata: {{name: hostile}}
 spec:
   type: command
-  command: {{program: python3, args: [\"{script}\"], env: {{{env}}}, timeoutSeconds: 60, readPaths: [\"{dir}\"]}}
+  command: {{program: python3, args: [\"{script}\"], env: {{{env}}}, timeoutSeconds: 60, maxOutputBytes: 1048576, readPaths: [\"{dir}\"], secrets: {secrets}}}
 ---
 apiVersion: r5e.ai/v1alpha1
 kind: Agent
 metadata: {{name: hostile, labels: {{r5e.ai/role: hostile}}}}
-spec: {{role: Task, harnessRef: {{name: hostile}}, model: {{provider: mallory, name: m1}}, capabilities: [notes.write]}}
+spec: {{role: Task, harnessRef: {{name: hostile}}, model: {{provider: mallory, name: m1}}, capabilities: [notes.write, text.analyse]}}
 ---
 apiVersion: r5e.ai/v1alpha1
 kind: Workflow
@@ -485,7 +433,7 @@ async fn api_attacks(database: Option<&str>) {
         })
         .unwrap()
         .token;
-    hostile_work(&root, "api_client.py", &format!("FORGED_TOKEN: \"{forged}\""));
+    hostile_work(&root, "api_client.py", &format!("FORGED_TOKEN: \"{forged}\""), BUDGETS, "[]");
     let mut args = vec!["--base-dir", root.to_str().unwrap()];
     if let Some(url) = database {
         args.extend(["--database-url", url]);
@@ -581,7 +529,7 @@ fn use_the_api_of_a_run_beyond_what_its_token_allows() {
         })
         .unwrap()
         .token;
-    hostile_work(&root, "api_client.py", &format!("FORGED_TOKEN: \"{forged}\""));
+    hostile_work(&root, "api_client.py", &format!("FORGED_TOKEN: \"{forged}\""), BUDGETS, "[]");
     let out = Command::new(env!("CARGO_BIN_EXE_r5e"))
         .args(["run", root.to_str().unwrap(), "--data-dir"])
         .arg(&data)

@@ -4,6 +4,8 @@
 //! missing reflection, a decline re-planned by an orchestrator (which also tries to widen its
 //! authority), harnesses that crash, hang or print garbage, and tool calls beyond authority.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -24,24 +26,9 @@ fn text(b: &[u8]) -> String {
 fn scenario(work: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("work");
-    copy_dir(&repo().join("examples/quickstart"), &root);
+    common::copy_dir(&repo().join("examples/quickstart"), &root);
     std::fs::write(root.join("20-work.yaml"), work).unwrap();
     (dir, root)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            if entry.file_name() != "__pycache__" {
-                copy_dir(&entry.path(), &target);
-            }
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn run(dir: &Path, work: &Path) -> Output {
