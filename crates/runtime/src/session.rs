@@ -793,9 +793,19 @@ async fn guidelines(ctx: &Context, ns: &str, digests: &[Digest]) -> Result<Vec<p
 }
 
 /// Mint the session's token and record it (by its revocation id) on the session's status, so that
-/// it acts from now until the session ends. `None` when this process gives sessions no tokens.
+/// it acts from now until the session ends, with the names of the secrets its harness is given.
+/// `None` when this process gives sessions no tokens.
 async fn mint(ctx: &Context, key: &ObjectKey, loaded: &Loaded) -> Result<Option<String>, String> {
-    let Some(credentials) = &ctx.config.credentials else { return Ok(None) };
+    let secrets: Vec<String> =
+        loaded.harness.command.iter().flat_map(|c| c.secrets.iter().map(|s| s.name.clone())).collect();
+    let Some(credentials) = &ctx.config.credentials else {
+        if !secrets.is_empty() {
+            ctx.patch_status::<AgentSessionStatus, _>(key, |_, s| s.secrets = secrets.clone())
+                .await
+                .map_err(|e| format!("the session's secrets could not be recorded: {e}"))?;
+        }
+        return Ok(None);
+    };
     let issued_at = Utc::now();
     let lasts = loaded.timeout + REFLECT_WAIT + Duration::from_secs(60);
     let expires_at = issued_at + chrono::Duration::from_std(lasts).unwrap_or_default();
@@ -809,8 +819,6 @@ async fn mint(ctx: &Context, key: &ObjectKey, loaded: &Loaded) -> Result<Option<
     };
     let minted = credentials.issuer.mint(&grant).map_err(|e| e.to_string())?;
     let credential = SessionCredential { revocation_id: minted.revocation_id.clone(), issued_at, expires_at };
-    let secrets: Vec<String> =
-        loaded.harness.command.iter().flat_map(|c| c.secrets.iter().map(|s| s.name.clone())).collect();
     ctx.patch_status::<AgentSessionStatus, _>(key, |_, s| {
         s.credential = Some(credential.clone());
         s.secrets = secrets.clone();
