@@ -33,6 +33,7 @@ use storage::Store;
 
 pub use gates::REFLECTED;
 pub use identity::Identity;
+pub use stages::PLANNED_BY;
 
 /// The stage that refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,13 +130,15 @@ pub struct Review {
 /// one path by which a session's authority is decided, whether it asks on its harness's stdio
 /// or over the API.
 pub trait Credentials: Send + Sync + std::fmt::Debug {
-    /// Whether `credential` allows `action` on `target` (using `capability`, for a tool call).
+    /// Whether `credential` allows `action` on `target` (using `capability` and touching
+    /// `touches` outside r5e, for a tool call).
     fn check(
         &self,
         credential: &str,
         action: &str,
         target: &ObjectKey,
         capability: Option<&str>,
+        touches: Option<&str>,
     ) -> Result<Checked, String>;
     /// Whether `credential` is still live, given its session as stored (`None` if it is gone).
     fn live(&self, credential: &str, session: Option<&Resource>) -> Result<(), String>;
@@ -179,6 +182,7 @@ impl Admission {
         action: &str,
         target: &ObjectKey,
         capability: Option<&str>,
+        touches: Option<&str>,
     ) -> Result<bool, Error> {
         let Some(credential) = who.credential.as_deref() else { return Ok(false) };
         let forbid = |reason: String| Error::Forbidden { stage: Stage::Identity, reason };
@@ -186,7 +190,7 @@ impl Admission {
             return Err(forbid(format!("{} presents a token this server cannot check", who.actor())));
         };
         let checked = checker
-            .check(credential, action, target, capability)
+            .check(credential, action, target, capability, touches)
             .map_err(|e| forbid(format!("the token of {} does not allow this: {e}", who.actor())))?;
         if who.principal.kind != PrincipalKind::Session
             || who.principal.id != format!("{}/{}", checked.session.namespace, checked.session.name)
@@ -209,7 +213,7 @@ impl Admission {
     pub async fn credential_live(&self, who: &Identity) -> bool {
         let Some(home) = who.namespace() else { return true };
         let own = ObjectKey::new("AgentSession", home, who.principal.id.split_once('/').map_or("", |(_, n)| n));
-        self.check_credential(who, policy::Action::Get.as_str(), &own, None).await.is_ok()
+        self.check_credential(who, policy::Action::Get.as_str(), &own, None, None).await.is_ok()
     }
 
     async fn record_refusal(&self, who: &Identity, action: &str, target: &ObjectKey, error: Error) -> Error {
@@ -260,7 +264,7 @@ impl Admission {
         action: policy::Action,
         target: &ObjectKey,
     ) -> Result<(), Error> {
-        match self.check_credential(who, action.as_str(), target, None).await {
+        match self.check_credential(who, action.as_str(), target, None, None).await {
             Ok(true) if action == policy::Action::Get => return Ok(()),
             Ok(_) => {}
             Err(e) => return Err(self.record_refusal(who, action.as_str(), target, e).await),
@@ -347,7 +351,7 @@ impl Admission {
     /// [`Admission::authorize_request`] without recording anything: what it would decide (for
     /// explaining a decision).
     pub async fn check_request(&self, who: &Identity, action: policy::Action, key: &ObjectKey) -> Result<(), Error> {
-        if self.check_credential(who, action.as_str(), key, None).await? && action == policy::Action::Get {
+        if self.check_credential(who, action.as_str(), key, None, None).await? && action == policy::Action::Get {
             return Ok(());
         }
         let set = self.policies.current(&self.store).await;
@@ -362,10 +366,16 @@ impl Admission {
 
     /// Policy and identity for `action` (such as calling a Tool) on an existing resource; the
     /// decision, allow or deny, is recorded on the chain like every other.
-    pub async fn authorize(&self, who: &Identity, action: policy::Action, target: &Resource) -> Result<(), Error> {
+    pub async fn authorize(
+        &self,
+        who: &Identity,
+        action: policy::Action,
+        target: &Resource,
+        touches: Option<&str>,
+    ) -> Result<(), Error> {
         // A Tool is called with the capability it names.
         let capability = target.spec.get("capability").and_then(Value::as_str).filter(|_| target.kind == "Tool");
-        if let Err(e) = self.check_credential(who, action.as_str(), &target.key(), capability).await {
+        if let Err(e) = self.check_credential(who, action.as_str(), &target.key(), capability, touches).await {
             return Err(self.record_refusal(who, action.as_str(), &target.key(), e).await);
         }
         let set = self.policies.current(&self.store).await;
@@ -382,7 +392,7 @@ impl Admission {
     /// Run every stage for a request and say what would happen, writing nothing.
     pub async fn review(&self, who: &Identity, operation: Operation, object: Value) -> Review {
         let set = self.policies.current(&self.store).await;
-        if let Err(e) = self.check_credential(who, operation.action().as_str(), &key_of(&object), None).await {
+        if let Err(e) = self.check_credential(who, operation.action().as_str(), &key_of(&object), None, None).await {
             return Review { outcome: Err(e), policies: Vec::new(), policy_set: set.digest() };
         }
         let (outcome, policies) = match stages::run(&self.store, &set, who, operation, &object).await {
@@ -400,7 +410,7 @@ impl Admission {
         expected: Option<u64>,
     ) -> Result<Resource, Error> {
         let key = key_of(&object);
-        if let Err(e) = self.check_credential(who, op.action().as_str(), &key, None).await {
+        if let Err(e) = self.check_credential(who, op.action().as_str(), &key, None, None).await {
             return Err(self.record_refusal(who, op.action().as_str(), &key, e).await);
         }
         let set = self.policies.current(&self.store).await;

@@ -91,7 +91,39 @@ pub(crate) async fn run(
         holds_what_it_grants(store, set, who, &resource).await.map_err(|e| (e, policies.clone()))?;
     }
     identity_stage(who, op, &resource).map_err(|e| (e, policies.clone()))?;
+    planned_nodes(store, who, op, &resource).await.map_err(|e| (e, policies.clone()))?;
     Ok(Admitted { resource, policies, break_glass: glass })
+}
+
+/// The label naming the session that planned a Node.
+pub const PLANNED_BY: &str = "r5e.ai/planned-by";
+
+/// A Node a session creates (by the harness protocol or by the API) names the session in its
+/// `r5e.ai/planned-by` label, and counts against the session's `nodes` budget: the Nodes already
+/// carrying its name are counted here, so both ways in spend the same budget.
+async fn planned_nodes(store: &Store, who: &Identity, op: Operation, resource: &Resource) -> Result<(), Error> {
+    if who.principal.kind != PrincipalKind::Session || op != Operation::Create || resource.kind != "Node" {
+        return Ok(());
+    }
+    let forbid = |reason: String| Err(Error::Forbidden { stage: Stage::Identity, reason });
+    let name = who.principal.id.split_once('/').map_or(who.principal.id.as_str(), |(_, n)| n);
+    if resource.metadata.labels.get(PLANNED_BY).map(String::as_str) != Some(name) {
+        return forbid(format!("a Node that {} creates must carry the label {PLANNED_BY}={name}", who.actor()));
+    }
+    let Some(limit) = who.authority.as_ref().and_then(|a| a.budgets.get("nodes")) else { return Ok(()) };
+    let selector: domain::Selector = format!("{PLANNED_BY}={name}").parse().map_err(|e| Error::Forbidden {
+        stage: Stage::Identity,
+        reason: format!("the session's name cannot select its Nodes: {e}"),
+    })?;
+    let planned = store.graph.query_by_labels(&selector, Some("Node"), resource.metadata.namespace.as_deref()).await?;
+    if planned.len() as u64 >= *limit {
+        return forbid(format!(
+            "{} reached its budget: budget `nodes` of {limit} is spent ({} used, 1 more asked)",
+            who.actor(),
+            planned.len()
+        ));
+    }
+    Ok(())
 }
 
 /// A Policy written by someone other than an administrator may grant only what its writer holds:
@@ -452,6 +484,14 @@ fn identity_stage(who: &Identity, op: Operation, resource: &Resource) -> Result<
     if who.principal.kind == PrincipalKind::Session {
         if SELF_AUTHORISING.contains(&resource.kind.as_str()) {
             return forbid(format!("{actor} may not write a {}: a session never authorises itself", resource.kind));
+        }
+        // A session writes only what its scope covers (its token says the same, level by level;
+        // this holds for a session that acts without one too).
+        let touched = domain::authority::object_scope(&resource.kind, &resource.metadata.name);
+        if let Some(held) = &who.authority
+            && !held.allows_scope(&touched, chrono::Utc::now())
+        {
+            return forbid(format!("{actor} may not write {}: `{touched}` is outside its scope", resource.key()));
         }
         let states_authority = authority_of(resource)?.is_some();
         if matches!(op, Operation::Create)

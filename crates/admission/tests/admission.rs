@@ -247,7 +247,8 @@ async fn the_identity_gate_keeps_actors_in_their_place() {
     // A session never authorises itself: no sessions, policies, capabilities or kinds...
     let held = Authority {
         capabilities: ["fs.read".to_string()].into(),
-        budgets: [("tool_calls".to_string(), 10)].into(),
+        scope: ["r5e:Node/split*".to_string()].into(),
+        budgets: [("tool_calls".to_string(), 10), ("nodes".to_string(), 2)].into(),
         ..Authority::default()
     };
     let session = Identity::session("w", "s1", held);
@@ -266,12 +267,29 @@ async fn the_identity_gate_keeps_actors_in_their_place() {
         .unwrap_err();
     assert!(err.to_string().contains("a session never authorises itself"), "{err}");
     // ...and grants no more than it holds, even where the Graph would allow it.
-    let wide = json!({"capabilities": ["fs.read", "fs.write"], "budgets": {"tool_calls": 10}});
-    let err = f.admission.create(&session, node("w", "split", "g", Some(wide))).await.unwrap_err();
+    let planned = |name: &str, authority: Value| {
+        let mut n = node("w", name, "g", Some(authority));
+        n["metadata"]["labels"] = json!({"r5e.ai/planned-by": "s1"});
+        n
+    };
+    let wide = json!({"capabilities": ["fs.read", "fs.write"], "budgets": {"tool_calls": 10, "nodes": 2}});
+    let err = f.admission.create(&session, planned("split", wide)).await.unwrap_err();
     assert_eq!(stage_of(&err), Stage::Identity);
     assert!(err.to_string().contains("may not grant more than it holds: capability `fs.write`"), "{err}");
-    let within = json!({"capabilities": ["fs.read"], "budgets": {"tool_calls": 5}});
-    f.admission.create(&session, node("w", "split", "g", Some(within))).await.unwrap();
+    let within = json!({"capabilities": ["fs.read"], "budgets": {"tool_calls": 5, "nodes": 0}});
+    // It writes only what its scope covers...
+    let err = f.admission.create(&session, planned("elsewhere", within.clone())).await.unwrap_err();
+    assert_eq!(stage_of(&err), Stage::Identity);
+    assert!(err.to_string().contains("`r5e:Node/elsewhere` is outside its scope"), "{err}");
+    // ...names itself on every Node it plans...
+    let unlabelled = node("w", "split-x", "g", Some(within.clone()));
+    let err = f.admission.create(&session, unlabelled).await.unwrap_err();
+    assert!(err.to_string().contains("must carry the label r5e.ai/planned-by=s1"), "{err}");
+    // ...and plans no more Nodes than its `nodes` budget, however it asks.
+    f.admission.create(&session, planned("split", within.clone())).await.unwrap();
+    f.admission.create(&session, planned("split-2", within.clone())).await.unwrap();
+    let err = f.admission.create(&session, planned("split-3", within)).await.unwrap_err();
+    assert!(err.to_string().contains("budget `nodes` of 2 is spent (2 used, 1 more asked)"), "{err}");
     let d = decisions(&f.admission).await;
     assert!(d.iter().any(|d| d["actor"] == "session:w/s1" && d["verdict"] == "deny" && d["stage"] == "identity"));
 }

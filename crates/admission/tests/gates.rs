@@ -140,16 +140,22 @@ async fn a_session_delegates_only_what_it_holds_and_always_says_what() {
     world(a).await;
     let permit = r#"permit(principal is r5e::Session, action == r5e::Action::"create", resource is r5e::Node);"#;
     create(a, manifest("Policy", "w", "plan", json!({"cedar": permit}))).await;
-    let held = Authority { capabilities: ["notes.write".to_string()].into(), ..Default::default() };
+    let held = Authority {
+        capabilities: ["notes.write".to_string()].into(),
+        scope: ["r5e:Node/*".to_string()].into(),
+        ..Default::default()
+    };
     let session = Identity::session("w", "p", held);
-    let silent = manifest("Node", "w", "inherits", json!({"graphRef": {"name": "g"}}));
+    let mut silent = manifest("Node", "w", "inherits", json!({"graphRef": {"name": "g"}}));
+    silent["metadata"]["labels"] = json!({"r5e.ai/planned-by": "p"});
     let r = refusal(a.create(&session, silent).await.map(|_| ()));
     assert!(r.contains("must state spec.authority"), "{r}");
-    let narrower = manifest(
+    let mut narrower = manifest(
         "Node",
         "w",
         "part",
         json!({"graphRef": {"name": "g"}, "authority": {"capabilities": ["notes.write"]}}),
     );
+    narrower["metadata"]["labels"] = json!({"r5e.ai/planned-by": "p"});
     a.create(&session, narrower).await.expect("a node within the session's authority is admitted");
 }

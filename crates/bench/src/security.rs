@@ -35,6 +35,7 @@ fn grant() -> tokens::Grant {
             tokens::Level { name: "AgentSession/n-write-a1".into(), authority: authority(&["notes.write"]) },
         ],
         reads: vec![("Task".into(), "n-write".into()), ("Artifact".into(), "changes".into())],
+        creates: false,
         expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
     }
 }
@@ -76,8 +77,14 @@ pub async fn tokens(args: &Args, report: &mut Report) -> Result<()> {
     })
     .await?;
     let minted: Vec<String> = (0..TOKENS).map(|_| issuer.mint(&grant()).map(|m| m.token)).collect::<Result<_, _>>()?;
-    let request =
-        tokens::Request { action: "get", kind: "Artifact", namespace: "team", name: "changes", capability: None };
+    let request = tokens::Request {
+        action: "get",
+        kind: "Artifact",
+        namespace: "team",
+        name: "changes",
+        capability: None,
+        touches: None,
+    };
     let check = median(args.runs, |_| {
         let (minted, verifier) = (&minted, &verifier);
         async move {

@@ -3,7 +3,10 @@
 //!
 //! An [`Authority`] has four parts, each ordered so that "narrower" is well defined:
 //! - `capabilities`: a set of capability patterns (`fs.read`, `tool.web-search`, `fs.*`, `*`);
-//! - `scope`: a set of resource patterns the holder may touch (`repo:acme/web/*`);
+//! - `scope`: a set of resource patterns the holder may touch, each `system:path`. The `r5e`
+//!   system names the control plane's own objects in the holder's namespace (`r5e:Node/part-*`,
+//!   see [`object_scope`]); any other system names what a Tool touches outside r5e
+//!   (`repo:acme/web/*`, see [`tool_scope`]);
 //! - `budgets`: named upper limits (`tokens`, `tool_calls`, `wall_seconds`, `cost_micros`);
 //! - `expiresAt`: an instant after which nothing is allowed.
 //!
@@ -81,6 +84,29 @@ pub fn covers(pattern: &str, item: &str) -> bool {
         Some(prefix) => item.starts_with(prefix),
         None => pattern == item,
     }
+}
+
+/// The scope entry naming the control-plane object `kind/name` in the holder's own namespace
+/// (`r5e:Node/part-1`); a list or watch of a kind is `r5e:Node/`, which only a pattern covering
+/// every name of the kind (`r5e:Node/*`) covers.
+pub fn object_scope(kind: &str, name: &str) -> String {
+    format!("r5e:{kind}/{name}")
+}
+
+/// The scope entry a Tool call touches: the Tool's `system` and the path the call names
+/// (`repo:acme/web/README.md`). The path must be relative and plain (no empty, `.` or `..`
+/// segment, no `*`, at most 1,024 bytes), so `repo:acme/web/*` cannot be escaped with `..`.
+pub fn tool_scope(system: &str, path: &str) -> Result<String, String> {
+    if path.is_empty() || path.len() > 1024 {
+        return Err(format!("the path must be 1 to 1024 bytes long, not {}", path.len()));
+    }
+    if path.contains('*') || path.contains('\\') || path.chars().any(char::is_control) {
+        return Err(format!("the path `{}` holds `*`, `\\` or a control character", path.escape_default()));
+    }
+    if path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(format!("the path `{path}` is not plain: no leading `/`, empty, `.` or `..` segment"));
+    }
+    Ok(format!("{system}:{path}"))
 }
 
 fn covered_by_any(set: &BTreeSet<String>, item: &str) -> bool {
@@ -207,6 +233,22 @@ mod tests {
         assert!(!covers("fs.*", "f"));
     }
 
+    #[test]
+    fn scope_names_objects_and_plain_tool_paths() {
+        let a = auth(&[], &["r5e:Node/part-*", "repo:notes/*"], &[], None);
+        let now = Utc.timestamp_opt(0, 0).unwrap();
+        assert!(a.allows_scope(&object_scope("Node", "part-1"), now));
+        assert!(!a.allows_scope(&object_scope("Node", "other"), now));
+        // A list of Nodes would show every name: only `r5e:Node/*` covers it.
+        assert!(!a.allows_scope(&object_scope("Node", ""), now));
+        assert!(auth(&[], &["r5e:Node/*"], &[], None).allows_scope(&object_scope("Node", ""), now));
+        assert!(a.allows_scope(&tool_scope("repo", "notes/2.4.md").unwrap(), now));
+        assert!(!a.allows_scope(&tool_scope("repo", "secrets/key").unwrap(), now));
+        for escape in ["notes/../secrets/key", "/notes/x", "notes//x", "notes/./x", "notes/*", "", "notes\\x"] {
+            assert!(tool_scope("repo", escape).is_err(), "{escape}");
+        }
+        assert!(tool_scope("repo", &"a".repeat(1025)).is_err());
+    }
     #[test]
     fn each_kind_of_widening_is_named() {
         let parent = auth(&["fs.*"], &["repo:a/*"], &[("tokens", 100)], Some(1000));

@@ -348,7 +348,7 @@ fn hostile_work(root: &Path, script: &str, env: &str, budgets: &str, secrets: &s
 kind: Graph
 metadata: {{name: g}}
 spec:
-  authority: {{capabilities: [notes.write, text.analyse], budgets: {budgets}}}
+  authority: {{capabilities: [notes.write, text.analyse], scope: [\"repo:notes/2.4/*\"], budgets: {budgets}}}
 ---
 apiVersion: r5e.ai/v1alpha1
 kind: Tool
@@ -356,6 +356,16 @@ metadata: {{name: file-reader}}
 spec:
   description: Print a file
   capability: text.analyse
+  inputSchema: {{type: object, properties: {{path: {{type: string}}}}, required: [path]}}
+  command: {{program: python3, args: [tools/file_reader.py], timeoutSeconds: 10}}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Tool
+metadata: {{name: notes}}
+spec:
+  description: Print a file of the notes repository
+  capability: text.analyse
+  target: {{system: repo, argument: path}}
   inputSchema: {{type: object, properties: {{path: {{type: string}}}}, required: [path]}}
   command: {{program: python3, args: [tools/file_reader.py], timeoutSeconds: 10}}
 ---
@@ -429,6 +439,7 @@ async fn api_attacks(database: Option<&str>) {
             uid: "made-up".into(),
             chain: vec![],
             reads: vec![("Task".into(), "n-attack".into())],
+            creates: true,
             expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
         })
         .unwrap()
@@ -491,6 +502,7 @@ async fn api_attacks(database: Option<&str>) {
             uid: "any".into(),
             chain: vec![],
             reads: vec![],
+            creates: true,
             expires_at: chrono::Utc::now() - chrono::Duration::seconds(1),
         })
         .unwrap()
@@ -525,6 +537,7 @@ fn use_the_api_of_a_run_beyond_what_its_token_allows() {
             uid: "made-up".into(),
             chain: vec![],
             reads: vec![],
+            creates: true,
             expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
         })
         .unwrap()
@@ -644,6 +657,31 @@ async fn make_a_tool_read_the_data_directory() {
         a.assert_nothing_holds(SECRET);
         let notes = a.findings()[0]["notes"].to_string();
         assert!(notes.contains("Permission denied"), "the tool was refused by the kernel: {notes}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn touch_something_outside_its_scope() {
+    // The notes Tool touches `repo:<path>`; the Graph's scope is `repo:notes/2.4/*`. A call in
+    // scope reaches the program; one outside it, or climbing out with `..`, never does.
+    on_both_stores("escape-scope", BUDGETS, &[], |a| {
+        a.assert_contained();
+        let answers: serde_json::Value = serde_json::from_str(a.findings()[0]["notes"][0].as_str().unwrap()).unwrap();
+        let inside = answers["notes/2.4/changes.md"].as_str().unwrap();
+        assert!(inside.contains("program failed") || inside == "ok", "the call in scope reached the program: {inside}");
+        assert!(answers["secrets/key"].as_str().unwrap().contains("`repo:secrets/key` is outside the session's scope"));
+        assert!(answers["notes/2.4/../../secrets/key"].as_str().unwrap().contains("is not plain"));
+        assert!(answers["/etc/passwd"].as_str().unwrap().contains("is not plain"));
+        // Each refusal is a tool.call event, allowed false, with its reason.
+        let mut args = vec!["audit".to_string(), "log".into(), "--type".into(), "tool.call".into()];
+        args.extend(["-o".into(), "json".into(), "--data-dir".into(), a.data.display().to_string()]);
+        args.extend(a.store.iter().cloned());
+        let log = text(&Command::new(env!("CARGO_BIN_EXE_r5e")).args(&args).output().unwrap().stdout);
+        let refused = log.lines().filter(|l| {
+            l.contains("\"allowed\":false") && (l.contains("outside the session's scope") || l.contains("is not plain"))
+        });
+        assert_eq!(refused.count(), 3, "{log}");
     })
     .await;
 }

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `tool_calls` | each allowed tool call | [`crate::tools::call`] |
 //! | `tokens` | model tokens (input and output) | [`crate::harness::model`] |
+//! | `cost_micros` | model calls at the `model` Harness's `price` | [`crate::harness::model`] (a session with this budget starts only where its cost can be counted: a `model` harness with a price) |
 //! | `artifact_bytes` | bytes of output, verdict, decline and reflection artifacts | [`crate::session`] |
 //! | `nodes` | Nodes an orchestrating session creates | [`crate::session`] |
 //! | `sessions` | sessions a Task starts (attempts, reviews, re-plans) | [`crate::controllers::task`] (the Task fails) |
@@ -26,6 +27,8 @@ pub const SESSIONS: &str = "sessions";
 pub const WALL_SECONDS: &str = "wall_seconds";
 /// Model tokens.
 pub const TOKENS: &str = "tokens";
+/// What model calls cost, in millionths of the currency unit.
+pub const COST_MICROS: &str = "cost_micros";
 
 /// Why spending `amount` more of budget `name`, after `spent`, is refused; `None` when it fits
 /// (or the budget is unlimited).

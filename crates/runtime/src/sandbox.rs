@@ -32,8 +32,8 @@ pub const CANNOT_CONFINE: i32 = 125;
 /// What a launcher that could not confine prints first on stderr.
 pub const CANNOT_CONFINE_PREFIX: &str = "r5e sandbox: cannot confine the harness:";
 
-/// What the launcher does, decided by r5e.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// What the launcher does, decided by r5e. The default confines with Landlock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     /// The program (a path, or a name looked up in `PATH`).
@@ -56,6 +56,33 @@ pub struct Plan {
     pub cgroup: Option<String>,
     /// r5e's process id: the keeper exits at once if its parent is already another process.
     pub parent: i32,
+    /// Confine the files and the network with Landlock. Without it (a Harness with
+    /// `sandbox: none`), the launcher still keeps the process tree: it dies with the session and
+    /// with r5e, within the session's limits.
+    #[serde(default = "yes")]
+    pub landlock: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Plan {
+    fn default() -> Plan {
+        Plan {
+            program: String::new(),
+            args: Vec::new(),
+            cwd: PathBuf::new(),
+            read_write: Vec::new(),
+            read_only: Vec::new(),
+            devices: Vec::new(),
+            connect_ports: Vec::new(),
+            limits: Limits::default(),
+            cgroup: None,
+            parent: 0,
+            landlock: true,
+        }
+    }
 }
 
 /// Resource limits of a confined harness; each absent one is left as inherited.
@@ -291,7 +318,9 @@ fn refuse(reason: &str) -> i32 {
 /// failure, with the reason.
 pub fn confine(plan: &Plan, in_cgroup: bool) -> Result<Infallible, String> {
     set_limits(&plan.limits, in_cgroup)?;
-    landlock_self(plan)?;
+    if plan.landlock {
+        landlock_self(plan)?;
+    }
     let program = CString::new(plan.program.clone()).map_err(|_| "the program's name holds a NUL byte".to_string())?;
     let mut argv = vec![program.clone()];
     for a in &plan.args {

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use crate::budgets;
 use crate::context::{Context, SandboxConfig, labels, local_ref, new_resource, spec};
 use crate::harness::command::{Subprocess, resolve};
-use crate::harness::model::{DEFAULT_MAX_TURNS, ModelLoop};
+use crate::harness::model::{DEFAULT_MAX_TURNS, ModelLoop, Spending};
 use crate::harness::providers::{Anthropic, OpenAi, Provider, Scripted};
 use crate::harness::{Fault, Harness};
 use crate::protocol::{self, AgentMessage, Document, Envelope, HostMessage, Outcome, SessionInfo, TaskInfo};
@@ -409,7 +409,7 @@ async fn create_node(
     let session = loaded.session.metadata.name.clone();
     let mut object = Resource::new("Node", Some(&loaded.session.key().namespace), &name, Value::Object(spec));
     object.metadata.labels.insert(labels::GRAPH.into(), graph);
-    object.metadata.labels.insert("r5e.ai/planned-by".into(), session);
+    object.metadata.labels.insert(admission::PLANNED_BY.into(), session);
     match ctx.admission.create(identity, object.to_value()).await {
         Ok(created) => {
             record.nodes.push(created.metadata.name.clone());
@@ -815,6 +815,7 @@ async fn mint(ctx: &Context, key: &ObjectKey, loaded: &Loaded) -> Result<Option<
         uid: loaded.session.metadata.uid.clone().unwrap_or_default(),
         chain: loaded.chain.clone(),
         reads: loaded.reads.clone(),
+        creates: loaded.spec.role == SessionRole::Orchestrator,
         expires_at,
     };
     let minted = credentials.issuer.mint(&grant).map_err(|e| e.to_string())?;
@@ -833,6 +834,12 @@ fn start_harness(ctx: &Context, loaded: &Loaded, token: Option<&str>) -> Result<
     match h.type_ {
         HarnessType::Command => {
             let cmd = h.command.as_ref().ok_or_else(|| Fault::Io("the Harness has no `command` section".into()))?;
+            if loaded.spec.authority.budgets.contains_key(budgets::COST_MICROS) {
+                return Err(Fault::Io(format!(
+                    "the session's authority sets the budget `{}`, which a `command` harness cannot be held to: r5e does not see the model calls it makes",
+                    budgets::COST_MICROS
+                )));
+            }
             let workspace = &loaded.envelope.workspace;
             let tmp = std::path::Path::new(workspace).join("tmp");
             std::fs::create_dir_all(&tmp).map_err(|e| Fault::Io(format!("cannot create {}: {e}", tmp.display())))?;
@@ -855,7 +862,7 @@ fn start_harness(ctx: &Context, loaded: &Loaded, token: Option<&str>) -> Result<
                 }
             }
             let confined = match h.sandbox {
-                SandboxMode::None => None,
+                SandboxMode::None => kept(ctx, loaded),
                 SandboxMode::Landlock => Some(confinement(ctx, loaded, cmd)?),
             };
             let confined = confined.as_ref().map(|(launcher, plan)| (launcher.as_path(), plan.clone()));
@@ -879,8 +886,19 @@ fn start_harness(ctx: &Context, loaded: &Loaded, token: Option<&str>) -> Result<
                         .map_err(|e| Fault::Provider(e.to_string()))?,
                 ),
             };
-            let budget = loaded.spec.authority.budgets.get("tokens").copied();
-            Ok(Box::new(ModelLoop::new(provider, m.max_turns.unwrap_or(DEFAULT_MAX_TURNS), budget)))
+            let budgets = &loaded.spec.authority.budgets;
+            let limits = Spending {
+                tokens: budgets.get(budgets::TOKENS).copied(),
+                cost_micros: budgets.get(budgets::COST_MICROS).copied(),
+                price: m.price,
+            };
+            if limits.cost_micros.is_some() && limits.price.is_none() {
+                return Err(Fault::Provider(format!(
+                    "the session's authority sets the budget `{}` but its Harness names no `price`, so its cost cannot be counted",
+                    budgets::COST_MICROS
+                )));
+            }
+            Ok(Box::new(ModelLoop::new(provider, m.max_turns.unwrap_or(DEFAULT_MAX_TURNS), limits)))
         }
     }
 }
@@ -935,9 +953,27 @@ fn confinement(ctx: &Context, loaded: &Loaded, cmd: &CommandHarness) -> Result<(
             .cgroups
             .then(|| sandbox::cgroup_name(loaded.session.metadata.uid.as_deref().unwrap_or("session"))),
         parent: std::process::id() as i32,
+        landlock: true,
         ..Default::default()
     };
     Ok((launcher, plan))
+}
+
+/// How an unconfined harness (`sandbox: none`) is started where this process has a launcher:
+/// through its keeper, without Landlock, so that its process tree still dies with the session
+/// and with r5e and stays within the session's limits. Without a launcher, it is started directly.
+fn kept(ctx: &Context, loaded: &Loaded) -> Option<(PathBuf, Plan)> {
+    let sandbox = &ctx.config.sandbox;
+    let plan = Plan {
+        limits: Limits::from_budgets(&loaded.spec.authority.budgets),
+        cgroup: sandbox
+            .cgroups
+            .then(|| sandbox::cgroup_name(loaded.session.metadata.uid.as_deref().unwrap_or("session"))),
+        parent: std::process::id() as i32,
+        landlock: false,
+        ..Default::default()
+    };
+    Some((sandbox.launcher.clone()?, plan))
 }
 
 /// The launcher of confined harnesses, or (failing closed) why there is none: this process has

@@ -1,6 +1,7 @@
 //! Tool calls: every call a session makes is checked, in order, against its Workflow step's
 //! `toolRefs` (when the step names any), the Tool's existence,
-//! the session's capabilities (and expiry), its `tool_calls` budget, the Cedar policy
+//! the session's capabilities (and expiry), its `tool_calls` budget, what the call touches
+//! outside r5e (a Tool's `target`) against the session's scope, the Cedar policy
 //! (`call_tool`, recorded as an admission decision) and the Tool's input schema; only then is
 //! the Tool's program run, with the arguments as JSON on stdin. Allowed or not, each call is a
 //! `tool.call` event naming the digests of its arguments and result (both kept in the CAS).
@@ -123,8 +124,19 @@ async fn checked_run(
         return Err(format!("refused: {reason}"));
     }
     let total = *spent + 1;
+    // What the call touches outside r5e, if the Tool says: the session's scope must cover it.
+    let touches = match &spec.target {
+        Some(target) => {
+            let touched = target.of(args).map_err(|e| format!("{key}: {e}"))?;
+            if !caller.authority.allows_scope(&touched, now) {
+                return Err(format!("`{touched}` is outside the session's scope"));
+            }
+            Some(touched)
+        }
+        None => None,
+    };
     ctx.admission
-        .authorize(caller.identity, policy::Action::CallTool, &tool)
+        .authorize(caller.identity, policy::Action::CallTool, &tool, touches.as_deref())
         .await
         .map_err(|e| format!("policy refused the call: {e}"))?;
     if !spec.input_schema.is_empty() {
@@ -184,6 +196,7 @@ async fn run_program(
                     .cgroups
                     .then(|| sandbox::cgroup_name(&format!("tool-{}", uuid::Uuid::new_v4().simple()))),
                 parent: std::process::id() as i32,
+                landlock: true,
             };
             let mut cmd = tokio::process::Command::new(launcher);
             cmd.arg(sandbox::SUBCOMMAND).arg(serde_json::to_string(&plan).expect("plans serialise"));

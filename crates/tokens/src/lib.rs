@@ -42,7 +42,8 @@ pub enum Error {
     Key(String),
 }
 
-/// The operations a session token may ask for at all; admission decides each one again.
+/// The operations a session token may ask for at all; admission decides each one again. Only an
+/// orchestrating session's token may ask for `create` (it plans Nodes).
 pub const SESSION_OPERATIONS: &[&str] = &["get", "list", "watch", "create", "call_tool"];
 
 /// The time a run of the checks may take (Biscuit's default of 1 ms is too tight unoptimised).
@@ -81,6 +82,9 @@ pub struct Grant {
     pub chain: Vec<Level>,
     /// `(kind, name)` in the namespace that the session may read outright.
     pub reads: Vec<(String, String)>,
+    /// The session may ask to create (an orchestrating session plans Nodes); other sessions
+    /// read and call tools only.
+    pub creates: bool,
     /// The token expires then, whatever the authority says.
     pub expires_at: DateTime<Utc>,
 }
@@ -140,13 +144,14 @@ impl Issuer {
         let authority = serde_json::to_string(&own).expect("authorities serialise");
         let expires: SystemTime = grant.expires_at.into();
         let operations: std::collections::BTreeSet<biscuit_auth::builder::Term> =
-            SESSION_OPERATIONS.iter().map(|o| (*o).into()).collect();
+            SESSION_OPERATIONS.iter().filter(|o| grant.creates || **o != "create").map(|o| (*o).into()).collect();
         let mut root = biscuit!(
             r#"
             session({ns}, {session}, {uid});
             authority({authority});
             check if time($t), $t <= {expires};
             check if operation($op), {operations}.contains($op);
+            reject if resource($k, $ns, $n), session($own, $s, $u), $k != "", $ns != $own;
             "#
         );
         for (kind, name) in &grant.reads {
@@ -154,8 +159,10 @@ impl Issuer {
             root = root.fact(biscuit_auth::macros::fact!(r#"read({kind}, {ns}, {name})"#)).map_err(fail)?;
         }
         let mut token = root.build(&self.root).map_err(fail)?;
+        let reads: std::collections::BTreeSet<biscuit_auth::builder::Term> =
+            grant.reads.iter().map(|(kind, name)| domain::authority::object_scope(kind, name).into()).collect();
         for level in &grant.chain {
-            token = token.append(level_block(level).map_err(fail)?).map_err(fail)?;
+            token = token.append(level_block(level, &reads).map_err(fail)?).map_err(fail)?;
         }
         let revocation_id = token.revocation_identifiers().first().map(hex::encode).unwrap_or_default();
         Ok(Minted { token: token.to_base64().map_err(fail)?, revocation_id })
@@ -163,27 +170,31 @@ impl Issuer {
 }
 
 /// The checks one level of the chain adds: its capabilities bound every capability a request
-/// uses, and its expiry bounds the time.
-fn level_block(level: &Level) -> Result<BlockBuilder, biscuit_auth::error::Token> {
+/// uses, its scope bounds everything a request touches (but the reads granted outright), and its
+/// expiry bounds the time.
+fn level_block(
+    level: &Level,
+    reads: &std::collections::BTreeSet<biscuit_auth::builder::Term>,
+) -> Result<BlockBuilder, biscuit_auth::error::Token> {
     let name = level.name.as_str();
     let mut b = block!(r#"level({name});"#);
-    let patterns = &level.authority.capabilities;
-    let exact: std::collections::BTreeSet<biscuit_auth::builder::Term> =
-        patterns.iter().filter(|p| !p.ends_with('*')).map(|p| p.as_str().into()).collect();
-    let prefixes: Vec<&str> = patterns.iter().filter_map(|p| p.strip_suffix('*')).collect();
     // Any capability the request uses that none of the level's patterns covers is rejected (a
     // request that uses none passes).
-    let mut condition = String::from("false");
-    let mut params = std::collections::HashMap::new();
-    if !exact.is_empty() {
-        condition.push_str(" || {exact}.contains($c)");
-        params.insert("exact".to_string(), biscuit_auth::builder::Term::Set(exact));
-    }
-    for (i, prefix) in prefixes.iter().enumerate() {
-        condition.push_str(&format!(" || $c.starts_with({{p{i}}})"));
-        params.insert(format!("p{i}"), (*prefix).into());
-    }
+    let (condition, params) = patterns_condition("$c", &level.authority.capabilities);
     b = b.code_with_params(format!("reject if capability($c), !({condition});"), params, Default::default())?;
+    // Whatever a request touches (a control-plane object, or what a Tool call names) must be
+    // covered by one of the level's scope patterns, unless it is a read granted outright.
+    let (condition, mut params) = patterns_condition("$t", &level.authority.scope);
+    let mut condition = condition;
+    if !reads.is_empty() {
+        condition.push_str(" || ($op == \"get\" && {reads}.contains($t))");
+        params.insert("reads".to_string(), biscuit_auth::builder::Term::Set(reads.clone()));
+    }
+    b = b.code_with_params(
+        format!("reject if touches($t), operation($op), !({condition});"),
+        params,
+        Default::default(),
+    )?;
     if let Some(at) = level.authority.expires_at {
         let at: SystemTime = at.into();
         b = b.code_with_params(
@@ -193,6 +204,27 @@ fn level_block(level: &Level) -> Result<BlockBuilder, biscuit_auth::error::Token
         )?;
     }
     Ok(b)
+}
+
+/// A Datalog expression true when `var` is covered by one of `patterns` (equal, or starting with
+/// what precedes a final `*`), with its parameters; `false` when there are no patterns.
+fn patterns_condition(
+    var: &str,
+    patterns: &std::collections::BTreeSet<String>,
+) -> (String, std::collections::HashMap<String, biscuit_auth::builder::Term>) {
+    let exact: std::collections::BTreeSet<biscuit_auth::builder::Term> =
+        patterns.iter().filter(|p| !p.ends_with('*')).map(|p| p.as_str().into()).collect();
+    let mut condition = String::from("false");
+    let mut params = std::collections::HashMap::new();
+    if !exact.is_empty() {
+        condition.push_str(&format!(" || {{exact}}.contains({var})"));
+        params.insert("exact".to_string(), biscuit_auth::builder::Term::Set(exact));
+    }
+    for (i, prefix) in patterns.iter().filter_map(|p| p.strip_suffix('*')).enumerate() {
+        condition.push_str(&format!(" || {var}.starts_with({{p{i}}})"));
+        params.insert(format!("p{i}"), prefix.into());
+    }
+    (condition, params)
 }
 
 /// Checks tokens offline against the server's public key.
@@ -214,6 +246,8 @@ pub struct Request<'a> {
     pub name: &'a str,
     /// The capability the request uses (a tool call's), if any.
     pub capability: Option<&'a str>,
+    /// What a Tool call touches outside r5e (`repo:notes/2.4.md`), if anything.
+    pub touches: Option<&'a str>,
 }
 
 /// What a token that allowed a request says about its holder.
@@ -262,6 +296,15 @@ impl Verifier {
         if let Some(capability) = request.capability {
             b = b.fact(biscuit_auth::macros::fact!(r#"capability({capability})"#)).map_err(refused)?;
         }
+        // A request on a control-plane object touches it (a tool call is bound by its capability
+        // and by what it touches outside instead).
+        if !kind.is_empty() && action != "call_tool" {
+            let object = domain::authority::object_scope(kind, name);
+            b = b.fact(biscuit_auth::macros::fact!(r#"touches({object})"#)).map_err(refused)?;
+        }
+        if let Some(outside) = request.touches {
+            b = b.fact(biscuit_auth::macros::fact!(r#"touches({outside})"#)).map_err(refused)?;
+        }
         let mut authz = b
             .set_limits(AuthorizerLimits { max_time: CHECK_TIME, ..Default::default() })
             .build(&token)
@@ -303,7 +346,7 @@ impl Verifier {
     /// Who `token` stands for, if its signatures and its own checks hold now (a `get` of
     /// nothing in particular): how the API turns a bearer token into a session's identity.
     pub fn identify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, Error> {
-        let nothing = Request { action: "get", kind: "", namespace: "", name: "", capability: None };
+        let nothing = Request { action: "get", kind: "", namespace: "", name: "", capability: None, touches: None };
         self.authorize(token, &nothing, now)
     }
 }
@@ -315,9 +358,16 @@ impl admission::Credentials for Verifier {
         action: &str,
         target: &domain::ObjectKey,
         capability: Option<&str>,
+        touches: Option<&str>,
     ) -> Result<admission::Checked, String> {
-        let request =
-            Request { action, kind: &target.kind, namespace: &target.namespace, name: &target.name, capability };
+        let request = Request {
+            action,
+            kind: &target.kind,
+            namespace: &target.namespace,
+            name: &target.name,
+            capability,
+            touches,
+        };
         let claims = self.authorize(credential, &request, Utc::now()).map_err(|e| e.to_string())?;
         Ok(admission::Checked {
             session: domain::ObjectKey::new("AgentSession", &claims.namespace, &claims.session),

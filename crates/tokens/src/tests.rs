@@ -7,28 +7,49 @@ fn authority(caps: &[&str]) -> Authority {
     Authority { capabilities: caps.iter().map(|c| c.to_string()).collect(), ..Default::default() }
 }
 
+fn scoped(caps: &[&str], scope: &[&str]) -> Authority {
+    Authority { scope: scope.iter().map(|s| s.to_string()).collect(), ..authority(caps) }
+}
+
 fn grant() -> Grant {
     Grant {
         namespace: "team".into(),
         session: "s1".into(),
         uid: "uid-1".into(),
         chain: vec![
-            Level { name: "Graph/g".into(), authority: authority(&["fs.*", "notes.write"]) },
-            Level { name: "Node/n".into(), authority: authority(&["fs.read", "notes.write"]) },
-            Level { name: "Task/t".into(), authority: authority(&["fs.read", "notes.write"]) },
-            Level { name: "AgentSession/s1".into(), authority: authority(&["fs.read"]) },
+            Level { name: "Graph/g".into(), authority: scoped(&["fs.*", "notes.write"], &["r5e:*", "repo:notes/*"]) },
+            Level {
+                name: "Node/n".into(),
+                authority: scoped(&["fs.read", "notes.write"], &["r5e:Node/*", "r5e:Artifact/*", "repo:notes/*"]),
+            },
+            Level {
+                name: "Task/t".into(),
+                authority: scoped(&["fs.read", "notes.write"], &["r5e:Node/*", "r5e:Artifact/*", "repo:notes/*"]),
+            },
+            Level {
+                name: "AgentSession/s1".into(),
+                authority: scoped(&["fs.read"], &["r5e:Artifact/*", "repo:notes/2.4/*"]),
+            },
         ],
         reads: vec![("Artifact".into(), "draft".into()), ("Task".into(), "t".into())],
+        creates: true,
         expires_at: Utc::now() + Span::hours(1),
     }
 }
 
 fn get<'a>(kind: &'a str, name: &'a str) -> Request<'a> {
-    Request { action: "get", kind, namespace: "team", name, capability: None }
+    Request { action: "get", kind, namespace: "team", name, capability: None, touches: None }
 }
 
 fn tool(capability: &str) -> Request<'_> {
-    Request { action: "call_tool", kind: "Tool", namespace: "team", name: "t", capability: Some(capability) }
+    Request {
+        action: "call_tool",
+        kind: "Tool",
+        namespace: "team",
+        name: "t",
+        capability: Some(capability),
+        touches: None,
+    }
 }
 
 #[test]
@@ -39,14 +60,20 @@ fn a_session_reads_its_inputs_outright_and_nothing_else() {
     let claims = v.authorize(&minted.token, &get("Artifact", "draft"), Utc::now()).unwrap();
     assert!(claims.reads_outright);
     assert_eq!((claims.namespace.as_str(), claims.session.as_str(), claims.uid.as_str()), ("team", "s1", "uid-1"));
-    assert_eq!(claims.authority, authority(&["fs.read"]));
+    assert_eq!(claims.authority, scoped(&["fs.read"], &["r5e:Artifact/*", "repo:notes/2.4/*"]));
     assert_eq!(claims.revocation_id, minted.revocation_id);
-    // Another artifact: the token allows asking (admission decides), but grants nothing outright.
+    // Another artifact, in scope: the token allows asking (admission decides), but grants
+    // nothing outright.
     let other = v.authorize(&minted.token, &get("Artifact", "secret"), Utc::now()).unwrap();
     assert!(!other.reads_outright);
-    // A read right is for `get` of that object in that namespace only.
+    // Nothing in another namespace, whatever the scope says.
     let elsewhere = Request { namespace: "other", ..get("Artifact", "draft") };
-    assert!(!v.authorize(&minted.token, &elsewhere, Utc::now()).unwrap().reads_outright);
+    assert!(v.authorize(&minted.token, &elsewhere, Utc::now()).is_err());
+    // Out of scope, and not an input: refused.
+    assert!(v.authorize(&minted.token, &get("Task", "other"), Utc::now()).is_err());
+    // The reads granted outright are for `get` only.
+    let list = Request { action: "list", ..get("Task", "") };
+    assert!(v.authorize(&minted.token, &list, Utc::now()).is_err());
 }
 
 #[test]
@@ -60,6 +87,33 @@ fn each_level_of_the_chain_bounds_the_capabilities() {
     assert!(matches!(e, Error::Refused(_)), "{e}");
     // notes.write is held by Graph, Node and Task, not by the session.
     assert!(v.authorize(&token, &tool("notes.write"), Utc::now()).is_err());
+}
+
+#[test]
+fn each_level_of_the_chain_bounds_the_scope() {
+    let issuer = Issuer::generate();
+    let token = issuer.mint(&grant()).unwrap().token;
+    let v = issuer.verifier();
+    let now = Utc::now();
+    let list = Request { action: "list", ..get("Artifact", "") };
+    v.authorize(&token, &list, now).unwrap();
+    // The Node and the Task may create Nodes; the session's own level may not.
+    let create = Request { action: "create", ..get("Node", "n2") };
+    let e = v.authorize(&token, &create, now).unwrap_err();
+    assert!(matches!(e, Error::Refused(_)), "{e}");
+    // What a Tool call touches: the session may touch notes of 2.4 only.
+    let touch = |what| Request { touches: Some(what), ..tool("fs.read") };
+    v.authorize(&token, &touch("repo:notes/2.4/changes.md"), now).unwrap();
+    assert!(v.authorize(&token, &touch("repo:notes/2.5/changes.md"), now).is_err());
+    assert!(v.authorize(&token, &touch("repo:secrets/key"), now).is_err());
+    // A level that names no scope at all lets nothing be touched but the reads granted outright.
+    let mut g = grant();
+    g.chain[1].authority.scope.clear();
+    let bare = issuer.mint(&g).unwrap().token;
+    v.authorize(&bare, &get("Task", "t"), now).unwrap();
+    assert!(v.authorize(&bare, &get("Artifact", "secret"), now).is_err());
+    assert!(v.authorize(&bare, &touch("repo:notes/2.4/changes.md"), now).is_err());
+    v.authorize(&bare, &tool("fs.read"), now).unwrap();
 }
 
 #[test]
@@ -83,9 +137,13 @@ fn a_holder_can_narrow_its_token_but_never_widen_it() {
     v.authorize(&narrowed, &get("Task", "t"), Utc::now()).unwrap();
     let create = Request { action: "create", ..get("Node", "n2") };
     assert!(v.authorize(&narrowed, &create, Utc::now()).is_err());
-    // Claims in an appended block are not believed: no new read right, no other session.
+    // Claims in an appended block are not believed: no new read right, no other session, no
+    // wider scope.
     let widened = parsed
-        .append(block!(r#"read("Artifact", "team", "secret"); session("team", "admin", "x"); capability("fs.write");"#))
+        .append(block!(
+            r#"read("Artifact", "team", "secret"); session("team", "admin", "x"); capability("fs.write");
+            read("Task", "team", "other"); touches("r5e:Task/other");"#
+        ))
         .unwrap()
         .to_base64()
         .unwrap();
@@ -93,6 +151,7 @@ fn a_holder_can_narrow_its_token_but_never_widen_it() {
     assert!(!claims.reads_outright);
     assert_eq!(claims.session, "s1");
     assert!(v.authorize(&widened, &tool("fs.write"), Utc::now()).is_err());
+    assert!(v.authorize(&widened, &get("Task", "other"), Utc::now()).is_err());
 }
 
 #[test]

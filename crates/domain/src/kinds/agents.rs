@@ -267,6 +267,38 @@ pub struct ModelHarness {
     /// For the `scripted` provider: the replies to give, in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<Value>,
+    /// What the model costs, so that the `cost_micros` budget can be charged; a session whose
+    /// authority sets that budget does not start on a Harness without a price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<ModelPrice>,
+}
+
+/// The price of a model, in millionths of the currency unit (the unit of the `cost_micros`
+/// budget) per million tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelPrice {
+    /// Per million input tokens.
+    pub input_per_million_tokens: u64,
+    /// Per million output tokens.
+    pub output_per_million_tokens: u64,
+}
+
+impl ModelPrice {
+    /// The cost of a call that used `input` and `output` tokens, rounded up.
+    pub fn cost(&self, input: u64, output: u64) -> u64 {
+        let micros = (u128::from(input) * u128::from(self.input_per_million_tokens))
+            .saturating_add(u128::from(output) * u128::from(self.output_per_million_tokens));
+        u64::try_from(micros.div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    }
+
+    /// The most output tokens that `left` can pay for (unbounded when output is free).
+    pub fn output_for(&self, left: u64) -> u64 {
+        if self.output_per_million_tokens == 0 {
+            return u64::MAX;
+        }
+        u64::try_from(u128::from(left) * 1_000_000 / u128::from(self.output_per_million_tokens)).unwrap_or(u64::MAX)
+    }
 }
 
 /// The model API dialects of the built-in loop.
@@ -337,6 +369,38 @@ pub struct ToolSpec {
     /// The program that carries out a call; a Tool without one cannot be called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<ToolCommand>,
+    /// What a call touches outside r5e, when it touches something: the calling session's
+    /// `scope` must cover it, or the call is refused before the program runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<ToolTarget>,
+}
+
+/// The outside resource a Tool call touches: `system:path`, where the path is the value of one
+/// of the call's arguments (e.g. `system: repo`, `argument: path` makes a call with
+/// `{"path": "notes/2.4.md"}` touch `repo:notes/2.4.md`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolTarget {
+    /// The system the paths belong to (`repo`, `bucket`; not `r5e`, which names r5e's own objects).
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9.-]{0,62}$"))]
+    pub system: String,
+    /// The argument (a string) that holds the path.
+    #[schemars(length(min = 1, max = 253))]
+    pub argument: String,
+}
+
+impl ToolTarget {
+    /// The scope entry a call with `args` touches, or why the call names none that can be checked.
+    pub fn of(&self, args: &serde_json::Value) -> Result<String, String> {
+        if self.system == "r5e" {
+            return Err("the system `r5e` names r5e's own objects, which no Tool touches".into());
+        }
+        let Some(path) = args.get(&self.argument).and_then(serde_json::Value::as_str) else {
+            return Err(format!("the call must name what it touches in the string argument `{}`", self.argument));
+        };
+        crate::authority::tool_scope(&self.system, path)
+            .map_err(|e| format!("argument `{}` does not name a path in `{}`: {e}", self.argument, self.system))
+    }
 }
 
 /// The program behind a Tool: it gets the call's arguments as JSON on stdin and answers on stdout.

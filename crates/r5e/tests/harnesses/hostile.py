@@ -175,6 +175,17 @@ elif attack == "exploit-a-tool":
         reached.append(f"the tool read {answer['result']}")
     else:
         notes.append(f"the tool failed: {answer['error']}")
+elif attack == "escape-scope":
+    # The notes Tool touches `repo:<path>`; the session's scope is `repo:notes/2.4/*`.
+    answers = {}
+    for i, path in enumerate(["notes/2.4/changes.md", "secrets/key", "notes/2.4/../../secrets/key", "/etc/passwd"]):
+        send(type="tool_call", id=f"s{i}", tool="notes", arguments={"path": path})
+        answer = json.loads(sys.stdin.readline())
+        answers[path] = answer.get("error") or "ok"
+        refused = "scope" in (answer.get("error") or "") or "not plain" in (answer.get("error") or "")
+        if path != "notes/2.4/changes.md" and not refused:
+            reached.append(f"touched {path}: {answer}")
+    notes.append(json.dumps(answers))
 elif attack == "flood-output":
     while True:
         send(type="log", message="x" * 4096)

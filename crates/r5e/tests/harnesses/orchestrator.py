@@ -1,5 +1,5 @@
 """An orchestrator: re-plans declined work into new Nodes. It first tries to grant a new Node
-more authority than it holds, which admission must refuse."""
+more authority than it holds, then a Node its scope does not cover: admission must refuse both."""
 import json, sys
 envelope = json.loads(sys.stdin.readline())
 send = lambda **m: print(json.dumps(m), flush=True)
@@ -14,6 +14,11 @@ wide = dict(held, capabilities=held.get("capabilities", []) + ["deploy.prod"])
 answer = create(0, "too-wide", {"description": "a node with more authority than the orchestrator holds", "authority": wide})
 if answer["ok"]:
     send(type="done", outcome="Failed", message="admission let me widen authority")
+    sys.exit(0)
+send(type="log", message=f"refused as expected: {answer['error']}")
+answer = create(9, "stray", {"description": "a node outside the orchestrator's scope", "authority": held})
+if answer["ok"]:
+    send(type="done", outcome="Failed", message="admission let me create a node outside my scope")
     sys.exit(0)
 send(type="log", message=f"refused as expected: {answer['error']}")
 half = len(changes) // 2

@@ -1,7 +1,8 @@
 //! The session controller: takes a lease on each pending session and runs it in this process.
 //! A session found started (Running or Reflecting) whose lease has lapsed belonged to a process
 //! that died: it is marked Degraded rather than run again, so that nothing an agent did or paid
-//! for is silently repeated; its Task is then Blocked with that reason.
+//! for is silently repeated under its name; its Task's retry policy then decides (a new attempt,
+//! or Blocked for a person when none is left).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -134,19 +134,32 @@ impl Reconciler for Tasks {
         let Some(last) = producers.last().copied() else {
             return self.produce(&task, &t, 1, t.inputs.clone(), 0, &sessions).await;
         };
-        let failed = producers.iter().filter(|p| p.phase() == Some(SessionPhase::Failed)).count() as u32;
+        // An attempt cut off by a crash (Degraded) counts as a failed one: the retry policy
+        // decides what follows, as for any failure.
+        let failed = producers
+            .iter()
+            .filter(|p| matches!(p.phase(), Some(SessionPhase::Failed | SessionPhase::Degraded)))
+            .count() as u32;
         let rejected = producers.iter().filter(|p| p.phase() == Some(SessionPhase::Succeeded)).count() as u32;
         match last.phase() {
             p if in_flight(p) => {
                 let m = format!("attempt {} by agent {}", last.spec.attempt, last.spec.agent_ref.name);
                 self.set(key, TaskPhase::Running, None, Some(m), &sessions, |_| {}).await
             }
-            Some(SessionPhase::Degraded) => {
-                let m = format!("session {} could not be restored after a crash and was not re-run", last.name());
-                self.set(key, TaskPhase::Blocked, Some("SessionDegraded"), Some(m), &sessions, |_| {}).await
-            }
-            Some(SessionPhase::Failed) => {
+            Some(phase @ (SessionPhase::Failed | SessionPhase::Degraded)) => {
                 let why = last.status.failure.clone().unwrap_or_default();
+                if failed >= t.max_attempts.max(1) && phase == SessionPhase::Degraded {
+                    // The agent did not fail: its process died. With no attempt left, a person
+                    // decides (they may raise maxAttempts, which wakes the Task).
+                    let m = format!(
+                        "session {} was cut off by a crash ({why}) and the Task has no attempt left ({failed} of {}); raise spec.maxAttempts to try again",
+                        last.name(),
+                        t.max_attempts.max(1)
+                    );
+                    return self
+                        .set(key, TaskPhase::Blocked, Some("SessionDegraded"), Some(m), &sessions, |_| {})
+                        .await;
+                }
                 if failed >= t.max_attempts.max(1) {
                     let m = format!("{failed} attempt(s) failed; the last: {why}");
                     return self
@@ -382,8 +395,21 @@ impl Tasks {
         let mut rejections = Vec::new();
         let mut created = 0;
         for (i, (artifact, a)) in outputs.iter().enumerate() {
-            let name = child_name(last.name(), &format!("review-{}", i + 1));
-            match sessions.iter().find(|s| s.name() == name) {
+            let base = child_name(last.name(), &format!("review-{}", i + 1));
+            // A review cut off by a crash is given to a new reviewing session, as often as the
+            // Task allows attempts; the latest of them decides.
+            let tries = t.max_attempts.max(1);
+            let latest = (1..=tries)
+                .filter_map(|n| sessions.iter().find(|s| s.name() == review_name(&base, n)).map(|s| (n, s)))
+                .next_back();
+            let (name, current) = match latest {
+                Some((n, r)) if r.phase() == Some(SessionPhase::Degraded) && n < tries => {
+                    (review_name(&base, n + 1), None)
+                }
+                Some((n, r)) => (review_name(&base, n), Some(r)),
+                None => (base.clone(), None),
+            };
+            match current {
                 None => match pick_reviewer(&self.ctx, ns, &t.review.reviewer_selector, &last.party()).await? {
                     Err(why) => {
                         let m = format!("no independent reviewer for {}: {why}", artifact.metadata.name);
@@ -587,7 +613,7 @@ impl Tasks {
             Some(o) if o.phase() == Some(SessionPhase::Succeeded) => {
                 let nodes: Vec<String> = self
                     .ctx
-                    .list("Node", ns, &[("r5e.ai/planned-by", o.name())])
+                    .list("Node", ns, &[(admission::PLANNED_BY, o.name())])
                     .await?
                     .into_iter()
                     .map(|n| n.metadata.name)
@@ -619,6 +645,12 @@ fn matches(selector: &LabelSelector, resource: &Resource) -> bool {
 fn narrowed(parent: &Authority, agent: &AgentSpec) -> Authority {
     let cap = Authority { capabilities: agent.capabilities.iter().cloned().collect(), ..parent.clone() };
     parent.intersect(&cap)
+}
+
+/// The name of the `n`th reviewing session of an output whose first is `base`: `base` itself, then
+/// `base-retry-2`, ... (a review is retried only when a crash cut it off).
+fn review_name(base: &str, n: u32) -> String {
+    if n <= 1 { base.to_string() } else { child_name(base, &format!("retry-{n}")) }
 }
 
 /// An Agent with role Reviewer matching `selector` that is independent of `producer`, or why

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use domain::kinds::agents::ModelPrice;
 use domain::kinds::task::SessionRole;
 use serde_json::{Value, json};
 
@@ -26,9 +27,22 @@ pub struct ModelLoop {
     outstanding: HashMap<String, String>,
     turns: u32,
     max_turns: u32,
-    token_budget: Option<u64>,
+    limits: Spending,
     tokens: u64,
+    cost: u64,
     ended: bool,
+}
+
+/// What a model loop may spend: the session's `tokens` and `cost_micros` budgets (absent means
+/// unlimited), and the model's price, without which cost cannot be counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spending {
+    /// The `tokens` budget.
+    pub tokens: Option<u64>,
+    /// The `cost_micros` budget.
+    pub cost_micros: Option<u64>,
+    /// The model's price.
+    pub price: Option<ModelPrice>,
 }
 
 fn builtin(name: &str, description: &str, properties: Value, required: &[&str]) -> ToolSpec {
@@ -120,9 +134,8 @@ fn first_message(env: &Envelope) -> String {
 }
 
 impl ModelLoop {
-    /// A loop over `provider`, at most `max_turns` turns, within `token_budget` if the session's
-    /// authority sets one.
-    pub fn new(provider: Box<dyn Provider>, max_turns: u32, token_budget: Option<u64>) -> ModelLoop {
+    /// A loop over `provider`, at most `max_turns` turns, within the session's budgets.
+    pub fn new(provider: Box<dyn Provider>, max_turns: u32, limits: Spending) -> ModelLoop {
         ModelLoop {
             provider,
             request: ChatRequest { system: String::new(), messages: Vec::new(), tools: Vec::new(), max_tokens: 4096 },
@@ -130,8 +143,9 @@ impl ModelLoop {
             outstanding: HashMap::new(),
             turns: 0,
             max_turns,
-            token_budget,
+            limits,
             tokens: 0,
+            cost: 0,
             ended: false,
         }
     }
@@ -242,23 +256,27 @@ impl Harness for ModelLoop {
         }
         // Checked before the spend: a call is made only with budget left, and asks for no more
         // output than is left, so only its input can go past the budget.
-        if let Some(limit) = self.token_budget {
-            if self.tokens >= limit {
-                self.ended = true;
-                let message = format!("budget `tokens` of {limit} is spent ({} used)", self.tokens);
-                return Ok(Some(AgentMessage::Done { outcome: Outcome::Failed, message }));
-            }
+        if let Some(message) = self.spent() {
+            self.ended = true;
+            return Ok(Some(AgentMessage::Done { outcome: Outcome::Failed, message }));
+        }
+        if let Some(limit) = self.limits.tokens {
             self.request.max_tokens =
                 self.request.max_tokens.min(u32::try_from(limit - self.tokens).unwrap_or(u32::MAX));
         }
+        if let (Some(limit), Some(price)) = (self.limits.cost_micros, self.limits.price) {
+            let affordable = price.output_for(limit - self.cost).max(1);
+            self.request.max_tokens = self.request.max_tokens.min(u32::try_from(affordable).unwrap_or(u32::MAX));
+        }
         self.turns += 1;
         let reply = self.provider.complete(&self.request).await.map_err(|e| Fault::Provider(e.to_string()))?;
-        self.tokens += reply.usage.input_tokens + reply.usage.output_tokens;
-        if let Some(limit) = self.token_budget
-            && self.tokens > limit
-        {
+        let (input, output) = (reply.usage.input_tokens, reply.usage.output_tokens);
+        self.tokens = self.tokens.saturating_add(input.saturating_add(output));
+        if let Some(price) = self.limits.price {
+            self.cost = self.cost.saturating_add(price.cost(input, output));
+        }
+        if let Some(message) = self.overspent() {
             self.ended = true;
-            let message = format!("budget `tokens` of {limit} is spent: the session used {}", self.tokens);
             return Ok(Some(AgentMessage::Done { outcome: Outcome::Failed, message }));
         }
         self.request
@@ -283,7 +301,40 @@ impl Harness for ModelLoop {
     }
 
     fn usage(&self) -> BTreeMap<String, u64> {
-        BTreeMap::from([("tokens".to_string(), self.tokens)])
+        let mut usage = BTreeMap::from([("tokens".to_string(), self.tokens)]);
+        if self.limits.price.is_some() {
+            usage.insert(crate::budgets::COST_MICROS.to_string(), self.cost);
+        }
+        usage
+    }
+}
+
+impl ModelLoop {
+    /// Why no further call may be made: a budget with nothing left.
+    fn spent(&self) -> Option<String> {
+        match (self.limits.tokens, self.limits.cost_micros) {
+            (Some(limit), _) if self.tokens >= limit => {
+                Some(format!("budget `tokens` of {limit} is spent ({} used)", self.tokens))
+            }
+            (_, Some(limit)) if self.cost >= limit => {
+                Some(format!("budget `cost_micros` of {limit} is spent ({} used)", self.cost))
+            }
+            _ => None,
+        }
+    }
+
+    /// Why the call just made ends the session: it went past a budget (by its input, or by the
+    /// provider's own rounding), and was counted.
+    fn overspent(&self) -> Option<String> {
+        match (self.limits.tokens, self.limits.cost_micros) {
+            (Some(limit), _) if self.tokens > limit => {
+                Some(format!("budget `tokens` of {limit} is spent: the session used {}", self.tokens))
+            }
+            (_, Some(limit)) if self.cost > limit => {
+                Some(format!("budget `cost_micros` of {limit} is spent: the session used {}", self.cost))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -317,27 +368,66 @@ mod budget_tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_tokens_budget_is_checked_before_each_call_and_bounds_what_is_asked() {
-        let spender = std::sync::Arc::new(Spender::default());
-        #[derive(Debug)]
-        struct Shared(std::sync::Arc<Spender>);
-        #[async_trait::async_trait]
-        impl Provider for Shared {
-            async fn complete(&self, request: &ChatRequest) -> Result<ChatReply, Error> {
-                self.0.complete(request).await
-            }
-            fn identity(&self) -> domain::kinds::agents::ModelIdentity {
-                self.0.identity()
-            }
+    /// A handle on a [`Spender`] the test keeps.
+    #[derive(Debug)]
+    struct Shared(std::sync::Arc<Spender>);
+
+    #[async_trait::async_trait]
+    impl Provider for Shared {
+        async fn complete(&self, request: &ChatRequest) -> Result<ChatReply, Error> {
+            self.0.complete(request).await
         }
-        let mut lp = ModelLoop::new(Box::new(Shared(spender.clone())), 100, Some(1000));
+        fn identity(&self) -> domain::kinds::agents::ModelIdentity {
+            self.0.identity()
+        }
+    }
+
+    async fn spend_until_stopped(limits: Spending) -> (String, Vec<u32>, BTreeMap<String, u64>) {
+        let spender = std::sync::Arc::new(Spender::default());
+        let mut lp = ModelLoop::new(Box::new(Shared(spender.clone())), 100, limits);
         let Some(AgentMessage::Done { outcome, message }) = lp.next().await.unwrap() else { panic!("no end") };
         assert_eq!(outcome, Outcome::Failed);
+        let asked = spender.asked.lock().unwrap().clone();
+        (message, asked, lp.usage())
+    }
+
+    #[tokio::test]
+    async fn the_tokens_budget_is_checked_before_each_call_and_bounds_what_is_asked() {
+        let (message, asked, usage) = spend_until_stopped(Spending { tokens: Some(1000), ..Default::default() }).await;
         assert!(message.contains("budget `tokens` of 1000 is spent"), "{message}");
         // Two calls: 600 tokens, then one asked for at most the 400 left (which overshot by its
         // input, and was counted); no third.
-        assert_eq!(*spender.asked.lock().unwrap(), vec![1000, 400]);
-        assert_eq!(lp.usage()["tokens"], 1200);
+        assert_eq!(asked, vec![1000, 400]);
+        assert_eq!(usage["tokens"], 1200);
+        assert!(!usage.contains_key("cost_micros"), "no price, no cost: {usage:?}");
+    }
+
+    #[tokio::test]
+    async fn the_cost_budget_is_charged_at_the_models_price() {
+        // 1 micro per input token and 2 per output token: each call of 300 + 300 costs 900.
+        let price = ModelPrice { input_per_million_tokens: 1_000_000, output_per_million_tokens: 2_000_000 };
+        let limits = Spending { cost_micros: Some(1500), price: Some(price), ..Default::default() };
+        let (message, asked, usage) = spend_until_stopped(limits).await;
+        assert!(message.contains("budget `cost_micros` of 1500 is spent: the session used 1800"), "{message}");
+        // The first call may buy 750 output tokens; the second, with 600 left, 300.
+        assert_eq!(asked, vec![750, 300]);
+        assert_eq!(usage["cost_micros"], 1800);
+        // With the budget spent exactly, no further call is made at all.
+        let limits = Spending { cost_micros: Some(900), price: Some(price), ..Default::default() };
+        let (message, asked, _) = spend_until_stopped(limits).await;
+        assert!(message.contains("budget `cost_micros` of 900 is spent (900 used)"), "{message}");
+        assert_eq!(asked, vec![450]);
+    }
+
+    #[test]
+    fn a_price_rounds_up_and_never_overflows() {
+        let price = ModelPrice { input_per_million_tokens: 3, output_per_million_tokens: 15 };
+        assert_eq!(price.cost(1, 0), 1);
+        assert_eq!(price.cost(0, 0), 0);
+        assert_eq!(price.cost(1_000_000, 1_000_000), 18);
+        let dear = ModelPrice { input_per_million_tokens: u64::MAX, output_per_million_tokens: u64::MAX };
+        assert_eq!(dear.cost(u64::MAX, u64::MAX), u64::MAX);
+        assert_eq!(ModelPrice::default().output_for(5), u64::MAX);
+        assert_eq!(price.output_for(15), 1_000_000);
     }
 }
