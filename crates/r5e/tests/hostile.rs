@@ -224,6 +224,28 @@ async fn use_a_descriptor_inherited_from_the_server() {
 }
 
 #[tokio::test]
+async fn forge_lineage_or_model_identity() {
+    on_both_stores("forge-provenance", BUDGETS, &[], |a| {
+        a.assert_contained();
+        assert!(a.stdout().contains("is not a protocol message"), "{}", a.stdout());
+        let mut args = vec!["audit".to_string(), "log".into(), "--type".into(), "resource.created".into()];
+        args.extend(["-o".into(), "json".into(), "--limit".into(), "1000".into(), "--data-dir".into()]);
+        args.push(a.data.display().to_string());
+        args.extend(a.store.iter().cloned());
+        let log = text(&Command::new(env!("CARGO_BIN_EXE_r5e")).args(&args).output().unwrap().stdout);
+        assert!(!log.contains("mallory-prime") && !log.contains("oracle") && !log.contains("forged.txt"), "{log}");
+        // What it did produce names who really produced it.
+        let findings = log
+            .lines()
+            .find(|l| l.contains("\"subject\":\"Artifact/default/n-attack-a1-out-1\""))
+            .unwrap_or_else(|| panic!("no findings artifact: {log}"));
+        assert!(findings.contains("\"agent\":{\"name\":\"hostile\"}"), "{findings}");
+        assert!(findings.contains("\"provider\":\"mallory\""), "{findings}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn signal_or_kill_the_server() {
     on_both_stores("signal-the-server", BUDGETS, &[], |a| {
         a.assert_contained();
