@@ -1,7 +1,6 @@
 //! The composition root: which concrete backend serves each storage contract. Nothing else in
 //! the workspace names a backend.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -9,7 +8,7 @@ use storage::{Backend, Cas, FsCas, Store};
 use storage_postgres::PostgresBackend;
 use storage_sqlite::SqliteBackend;
 
-use crate::DataDir;
+use crate::{CasChoice, DataDir};
 
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "r5e.db";
@@ -66,7 +65,38 @@ pub async fn open_existing_store(data: &DataDir) -> Result<Store> {
     open_store(data).await
 }
 
-/// Open (creating if needed) the blob store in `data_dir`.
-pub fn open_cas(data_dir: &Path) -> Result<Cas> {
-    Ok(Cas::new(Arc::new(FsCas::open(data_dir)?)))
+/// Open (creating if needed) the blob store `--cas` chooses: files in the data directory, or the
+/// `blobs` table of the Postgres database.
+pub async fn open_cas(data: &DataDir) -> Result<Cas> {
+    match data.cas {
+        CasChoice::Files => Ok(Cas::new(Arc::new(FsCas::open(&data.data_dir)?))),
+        CasChoice::Database => Ok(Cas::new(Arc::new(postgres(data, "--cas database").await?.cas()))),
+    }
+}
+
+/// The Postgres backend of `--database-url`, for a choice that needs it (`what`).
+async fn postgres(data: &DataDir, what: &str) -> Result<PostgresBackend> {
+    let Some(url) = &data.database_url else {
+        bail!("{what} needs --database-url (the blobs and keys are kept in that database)")
+    };
+    PostgresBackend::open(url).await.context("cannot open the Postgres store")
+}
+
+/// The name of the sessions' token key among the keys a database keeps.
+const SESSION_KEY: &str = "session-token";
+
+/// The key that signs sessions' tokens. On Postgres it is kept in the database, so that every
+/// process on it signs and checks with the same key (one made earlier in this data directory's
+/// `session.key` is moved there the first time); otherwise it is `<data dir>/session.key`.
+pub async fn session_issuer(data: &DataDir) -> Result<tokens::Issuer> {
+    if data.database_url.is_none() {
+        return crate::sessions::issuer(&data.data_dir);
+    }
+    let backend = postgres(data, "a shared session key").await?;
+    let file = data.data_dir.join(crate::sessions::KEY_FILE);
+    let local = std::fs::read_to_string(&file).ok();
+    let make = || local.unwrap_or_else(|| tokens::Issuer::generate().key_text()).trim().as_bytes().to_vec();
+    let text = storage_postgres::shared_key(backend.pool(), SESSION_KEY, make).await?;
+    let text = String::from_utf8(text).context("the session key in the database is not text")?;
+    Ok(tokens::Issuer::from_key_text(&text)?)
 }

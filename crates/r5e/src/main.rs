@@ -39,6 +39,20 @@ struct DataDir {
     /// directory). Default: `$TMPDIR/r5e-work-<digest of the data directory's path>`.
     #[arg(long, env = "R5E_WORK_DIR")]
     work_dir: Option<PathBuf>,
+    /// Where artifacts' bytes are kept: `files` (the blob store in the data directory) or
+    /// `database` (a table in the `--database-url` database, which every process on it reads;
+    /// what replicas need). Choose once: blobs are not moved from one to the other.
+    #[arg(long, env = "R5E_CAS", value_enum, default_value_t = CasChoice::Files)]
+    cas: CasChoice,
+}
+
+/// Where the CAS keeps blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CasChoice {
+    /// Files under `<data dir>/blobs`.
+    Files,
+    /// The Postgres database given by `--database-url`.
+    Database,
 }
 
 #[derive(Debug, Subcommand)]

@@ -327,3 +327,19 @@ async fn the_main_job_on_postgres() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("cannot open the Postgres store"), "{}", text(&bad.stderr));
 }
+
+#[test]
+fn the_database_cas_needs_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for args in [
+        vec!["cas", "ls"],
+        vec!["cas", "get", "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--cas", "database", "--data-dir", data]);
+        let out = Command::new(env!("CARGO_BIN_EXE_r5e")).args(&args).env_remove("R5E_DATABASE_URL").output().unwrap();
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains("--cas database needs --database-url"), "{}", text(&out.stderr));
+    }
+}

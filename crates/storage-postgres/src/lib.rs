@@ -3,11 +3,15 @@
 //! the database itself protects), for production and for several r5e processes sharing one
 //! truth.
 //!
+//! The database can also hold the CAS (`cas.rs`, the `blobs` table) and the keys every process
+//! must share (`shared_key`), so that replicas need no shared disk.
+//!
 //! Writers serialise on the one-row `chain_head` table, so any number of processes extend one
 //! unbroken chain; a batch of plain appends is a single conditional statement (`log.rs`).
 //! Commits send `NOTIFY r5e_events` as a wake-up hint for streams in other processes; readers
 //! always resume by seq, so a lost notification delays nothing past the poll interval.
 
+mod cas;
 mod graph;
 mod log;
 mod selector_sql;
@@ -16,6 +20,7 @@ pub mod testing;
 
 use std::sync::Arc;
 
+pub use cas::{PostgresCas, shared_key};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Executor, PgPool};
 use storage::{Error, Result};
@@ -108,6 +113,11 @@ impl PostgresBackend {
     /// The underlying pool (for tests and benchmarks that need raw SQL on the same database).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The CAS in this database (the `blobs` table), sharing this backend's pool.
+    pub fn cas(&self) -> PostgresCas {
+        PostgresCas::new(self.pool.clone())
     }
 }
 

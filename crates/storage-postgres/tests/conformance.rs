@@ -92,3 +92,52 @@ impl Fixture for Postgres {
 }
 
 storage::graph_and_log_conformance!(postgres());
+
+/// The CAS in the database, on a fresh database per case.
+struct Blobs {
+    options: PgConnectOptions,
+}
+
+async fn blobs() -> Option<Blobs> {
+    Some(Blobs { options: r5e_storage_postgres::testing::fresh_database().await? })
+}
+
+#[async_trait]
+impl storage::conformance::CasFixture for Blobs {
+    async fn open(&self) -> Arc<dyn storage::CasBackend> {
+        let backend = PostgresBackend::open_with(self.options.clone(), Options::default()).await.unwrap();
+        Arc::new(backend.cas())
+    }
+
+    async fn corrupt(&self, digest: &domain::Digest, bytes: &[u8]) {
+        let pool = PgPoolOptions::new().max_connections(1).connect_with(self.options.clone()).await.unwrap();
+        sqlx::query("UPDATE blobs SET bytes = $2 WHERE digest = $1")
+            .bind(digest.to_string())
+            .bind(bytes)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
+
+storage::cas_conformance!(blobs());
+
+#[tokio::test]
+async fn racing_processes_end_with_one_shared_key() {
+    let Some(options) = r5e_storage_postgres::testing::fresh_database().await else { return };
+    let backend = PostgresBackend::open_with(options, Options::default()).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let pool = backend.pool().clone();
+        tasks.push(tokio::spawn(async move {
+            r5e_storage_postgres::shared_key(&pool, "session", || vec![i; 32]).await.unwrap()
+        }));
+    }
+    let mut keys = Vec::new();
+    for t in tasks {
+        keys.push(t.await.unwrap());
+    }
+    assert!(keys.iter().all(|k| k == &keys[0]), "{keys:?}");
+    let again = r5e_storage_postgres::shared_key(backend.pool(), "session", || vec![9; 32]).await.unwrap();
+    assert_eq!(again, keys[0], "a key once made is never replaced");
+}

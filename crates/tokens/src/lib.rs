@@ -104,6 +104,17 @@ impl Issuer {
         Issuer { root: KeyPair::new() }
     }
 
+    /// The key written as [`Issuer::key_text`] gives it.
+    pub fn from_key_text(text: &str) -> Result<Issuer, Error> {
+        let private: PrivateKey = text.trim().parse().map_err(|e| Error::Key(format!("not a key: {e}")))?;
+        Ok(Issuer { root: KeyPair::from(&private) })
+    }
+
+    /// The private key as text (`ed25519-private/<hex>`), to keep where only the server reads it.
+    pub fn key_text(&self) -> String {
+        self.root.private().to_prefixed_string()
+    }
+
     /// The key kept at `path` (created, readable by the owner only, if it does not exist).
     pub fn load_or_create(path: &Path) -> Result<Issuer, Error> {
         match std::fs::read_to_string(path) {

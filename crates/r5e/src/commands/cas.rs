@@ -42,7 +42,7 @@ pub async fn run(command: CasCommand) -> Result<ExitCode> {
     match command {
         CasCommand::Put { data, files } => {
             crate::private::prepare_data_dir(&data.data_dir)?;
-            let cas = open_cas(&data.data_dir)?;
+            let cas = open_cas(&data).await?;
             for file in files {
                 let bytes = if file.as_os_str() == "-" {
                     let mut b = Vec::new();
@@ -56,7 +56,7 @@ pub async fn run(command: CasCommand) -> Result<ExitCode> {
             }
         }
         CasCommand::Get { data, digest, output } => {
-            let bytes = open_cas(&data.data_dir)?.resolve(&digest).await?;
+            let bytes = open_cas(&data).await?.resolve(&digest).await?;
             match output {
                 Some(path) => {
                     std::fs::write(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?
@@ -66,11 +66,14 @@ pub async fn run(command: CasCommand) -> Result<ExitCode> {
         }
         CasCommand::Ls { data } => {
             let files = storage::FsCas::open(&data.data_dir)?;
+            let cas = open_cas(&data).await?;
             let mut t = table(&["digest", "size"]);
-            for d in open_cas(&data.data_dir)?.list_digests().await? {
-                let size =
-                    std::fs::metadata(files.blob_path(&d)).map(|m| m.len().to_string()).unwrap_or_else(|_| "?".into());
-                t.add_row(vec![d.to_string(), size]);
+            for d in cas.list_digests().await? {
+                let size = match data.cas {
+                    crate::CasChoice::Files => std::fs::metadata(files.blob_path(&d)).map(|m| m.len()).ok(),
+                    crate::CasChoice::Database => cas.resolve(&d).await.map(|b| b.len() as u64).ok(),
+                };
+                t.add_row(vec![d.to_string(), size.map_or_else(|| "?".into(), |s| s.to_string())]);
             }
             println!("{t}");
         }

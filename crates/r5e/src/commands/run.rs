@@ -34,7 +34,7 @@ fn operator() -> Identity {
 pub async fn run(path: &Path, data: &DataDir, timeout: Duration, lease: Duration) -> Result<ExitCode> {
     let manifests = manifests::in_reference_order(manifests::load(path, "default")?);
     crate::private::prepare_data_dir(&data.data_dir)?;
-    let issuer = Arc::new(crate::sessions::issuer(&data.data_dir)?);
+    let issuer = Arc::new(crate::backends::session_issuer(data).await?);
     let admission =
         Arc::new(Admission::new(open_checked_store(data).await?).with_credentials(Arc::new(issuer.verifier())));
     let graphs: Vec<ObjectKey> = manifests.iter().map(|m| m.resource.key()).filter(|k| k.kind == "Graph").collect();
@@ -57,7 +57,7 @@ pub async fn run(path: &Path, data: &DataDir, timeout: Duration, lease: Duration
     let access = runtime::context::ApiAccess { url: api_url, ca_pem: None };
     let credentials = runtime::context::SessionCredentials { issuer, api: Some(access) };
     let config = Config { lease_ttl: lease, sandbox, credentials: Some(credentials), ..Config::new(base, work_dir) };
-    let ctx = runtime::Context::new(admission.clone(), open_cas(&data.data_dir)?, config);
+    let ctx = runtime::Context::new(admission.clone(), open_cas(data).await?, config);
     eprintln!("running {} graph(s): {}", graphs.len(), names(&graphs));
     let rt = Runtime::start(ctx);
     let finished = follow(&admission, &graphs, start_seq, timeout).await;

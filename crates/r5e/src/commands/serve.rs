@@ -49,6 +49,11 @@ pub struct Listen {
     /// Seconds a client has to complete the TLS handshake before it is disconnected.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub handshake_timeout_seconds: u64,
+    /// How long a session's lease lasts unless renewed: after this process dies, another
+    /// process on the same store (a restart, or a replica) takes over its sessions this long
+    /// after the last renewal.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_seconds: u64,
     /// Seconds a client has to send its first bytes and, on HTTP/1, each request's headers
     /// (an idle keep-alive connection is closed after it too).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
@@ -68,7 +73,7 @@ impl Listen {
 pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
     crate::private::prepare_data_dir(&data.data_dir)?;
     let store = open_checked_store(data).await?;
-    let issuer = Arc::new(crate::sessions::issuer(&data.data_dir)?);
+    let issuer = Arc::new(crate::backends::session_issuer(data).await?);
     let admission = Arc::new(Admission::new(store).with_credentials(Arc::new(issuer.verifier())));
     let admin_token = token::bootstrap_admin(&data.data_dir, &admission).await?;
     let tokens = Tokens::from_store(admission.store().clone())
@@ -99,9 +104,13 @@ pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
             };
             let api = runtime::context::ApiAccess { url: server.clone(), ca_pem };
             let credentials = runtime::context::SessionCredentials { issuer: issuer.clone(), api: Some(api) };
-            let config =
-                runtime::Config { sandbox, credentials: Some(credentials), ..runtime::Config::new(base, work) };
-            let ctx = runtime::Context::new(admission.clone(), open_cas(&data.data_dir)?, config);
+            let config = runtime::Config {
+                sandbox,
+                credentials: Some(credentials),
+                lease_ttl: Duration::from_secs(listen.lease_seconds),
+                ..runtime::Config::new(base, work)
+            };
+            let ctx = runtime::Context::new(admission.clone(), open_cas(data).await?, config);
             Some(runtime::Runtime::start(ctx))
         }
     };

@@ -83,8 +83,12 @@ fn token_arg(token: &str) -> Result<String> {
     Ok(line.trim().to_string())
 }
 
-/// The verifier of the sessions' tokens of a data directory (which must hold the key).
-fn verifier_of(data: &crate::DataDir) -> Result<tokens::Verifier> {
+/// The verifier of the sessions' tokens of a data directory (which must hold the key), or of the
+/// Postgres database that keeps it.
+async fn verifier_of(data: &crate::DataDir) -> Result<tokens::Verifier> {
+    if data.database_url.is_some() {
+        return Ok(crate::backends::session_issuer(data).await?.verifier());
+    }
     let path = data.data_dir.join(crate::sessions::KEY_FILE);
     if !path.exists() {
         bail!("{} holds no session token key (it is made when `r5e serve` or `r5e run` first starts)", path.display());
@@ -177,7 +181,7 @@ pub async fn run(command: TokenCommand) -> Result<ExitCode> {
         TokenCommand::Verify { data, token, public_key } => {
             let verifier = match public_key {
                 Some(key) => tokens::Verifier::from_public_key(&key)?,
-                None => verifier_of(&data)?,
+                None => verifier_of(&data).await?,
             };
             match verifier.verify(&token_arg(&token)?, chrono::Utc::now()) {
                 Ok(ids) => println!("valid: signed by {}; revocation ids {}", verifier.public_key(), ids.join(", ")),
@@ -187,7 +191,7 @@ pub async fn run(command: TokenCommand) -> Result<ExitCode> {
                 }
             }
         }
-        TokenCommand::PublicKey { data } => println!("{}", verifier_of(&data)?.public_key()),
+        TokenCommand::PublicKey { data } => println!("{}", verifier_of(&data).await?.public_key()),
         TokenCommand::Create { data, name, groups, service_account, expires_in } => {
             let kind = if service_account { "serviceaccount" } else { "user" };
             if service_account && !name.contains('/') {
