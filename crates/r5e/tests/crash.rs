@@ -41,7 +41,9 @@ fn points() -> usize {
 
 fn r5e_run(root: &Path, data: &Path, work: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_r5e"));
-    c.args(["run", root.to_str().unwrap(), "--timeout", "120", "--lease-seconds", "2", "--data-dir"])
+    // The default lease (30 s): a restart on the same machine sees that the killed process is
+    // gone and does not wait for its leases to lapse.
+    c.args(["run", root.to_str().unwrap(), "--timeout", "120", "--data-dir"])
         .arg(data)
         .arg("--work-dir")
         .arg(work)
@@ -57,20 +59,30 @@ fn left_in(dir: &Path) -> Vec<String> {
     text(&ps.stdout).lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
 }
 
-/// Kill `r5e run` after `delay`, run it again, and check what is left. True when the kill cut
-/// a session off (the restart found it Degraded and its Task tried again).
-fn kill_and_restart(delay: Duration) -> bool {
+/// Sessions started so far: each gets a workspace `<work>/<namespace>/<session>`.
+fn sessions_started(work: &Path) -> usize {
+    std::fs::read_dir(work.join("default")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Kill `r5e run` `delay` after its `after`-th session started (or after `delay`, for 0), run it
+/// again, and check what is left. True when the kill cut a session off (the restart found it
+/// Degraded and its Task tried again).
+fn kill_and_restart(after: usize, delay: Duration) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let (root, data, work) = (dir.path().join("quickstart"), dir.path().join("data"), dir.path().join("work"));
     common::copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart"), &root);
     let mut first = r5e_run(&root, &data, &work).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // The kill point: a moment after the chosen session started (unless the run ended first).
+    while sessions_started(&work) < after && first.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     std::thread::sleep(delay);
     let _ = first.kill();
     first.wait().unwrap();
 
     let out = r5e_run(&root, &data, &work).output().unwrap();
     let stdout = text(&out.stdout);
-    let context = format!("killed after {delay:?}\n{stdout}\n{}", text(&out.stderr));
+    let context = format!("killed {delay:?} after session {after} started\n{stdout}\n{}", text(&out.stderr));
     assert!(out.status.success(), "{context}");
     assert!(stdout.contains("graph release-notes: Succeeded (2 of 2 nodes succeeded)"), "{context}");
     let verify = Command::new(env!("CARGO_BIN_EXE_r5e"))
@@ -82,16 +94,23 @@ fn kill_and_restart(delay: Duration) -> bool {
     assert!(verify.status.success(), "{context}\n{}\n{}", text(&verify.stdout), text(&verify.stderr));
     let left = left_in(dir.path());
     assert!(left.is_empty(), "{context}\nleft over: {left:?}");
-    stdout.contains("the process running it (r5e-")
+    let cut = stdout.contains("the process running it (r5e-");
+    assert!(!cut || stdout.contains(") is gone; the session was not run again"), "{context}");
+    cut
 }
 
-/// The quickstart takes one to three seconds here; kill points fall anywhere in its first two
-/// (from applying the manifests to reviewing the last output), and some must cut a session off,
-/// or the loop proved little.
+/// Kill points: up to 400 ms after the start of the run or of one of its four sessions (two
+/// writers, two reviewers), so that they fall from applying the manifests to reviewing the last
+/// output; some must cut a session off, or the loop proved little.
 fn kill_loop(offset: u64) {
     let mut points_gen = Points(seed(offset));
     let n = points();
-    let cut = (0..n).filter(|_| kill_and_restart(Duration::from_millis(points_gen.next_below(2000)))).count();
+    let cut = (0..n)
+        .filter(|_| {
+            let after = points_gen.next_below(5) as usize;
+            kill_and_restart(after, Duration::from_millis(points_gen.next_below(400)))
+        })
+        .count();
     eprintln!("{cut} of {n} kills cut a session off");
     assert!(n < 5 || cut > 0, "no kill landed while a session ran");
 }

@@ -506,17 +506,31 @@ async fn api_attacks(database: Option<&str>) {
     assert!(!after.status.success());
     assert!(text(&after.stderr).contains("no longer acts"), "{}", text(&after.stderr));
     // Offline, with the server's public key only: the leaked token is genuine, the forged one not.
-    let key = text(&r5e_in(&data, None, &["token", "public-key"]).stdout);
+    // (On Postgres the key is in the database.)
+    let mut public_key = vec!["token", "public-key"];
+    public_key.extend(database.iter().flat_map(|url| ["--database-url", *url]));
+    let key = text(&r5e_in(&data, None, &public_key).stdout);
     assert!(key.starts_with("ed25519/"), "{key}");
     let valid = r5e_in(&data, None, &["token", "verify", leaked, "--public-key", key.trim()]);
     assert!(valid.status.success() && text(&valid.stdout).starts_with("valid"), "{}", text(&valid.stdout));
-    let invalid = r5e_in(&data, None, &["token", "verify", &forged]);
+    let invalid = r5e_in(&data, None, &["token", "verify", &forged, "--public-key", key.trim()]);
     assert!(!invalid.status.success() && text(&invalid.stdout).starts_with("invalid"));
     let inspected = text(&r5e_in(&data, None, &["token", "inspect", leaked]).stdout);
     assert!(inspected.contains("session(\"default\", \"n-attack-a1\""), "{inspected}");
     assert!(inspected.contains("level(\"Graph/g\")") && inspected.contains("level(\"AgentSession/n-attack-a1\")"));
     // A token for it minted with the server's own key, but expired, is refused before that.
-    let issuer = tokens::Issuer::load_or_create(&data.join("session.key")).unwrap();
+    let issuer = match database {
+        None => tokens::Issuer::load_or_create(&data.join("session.key")).unwrap(),
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let key: Vec<u8> = sqlx::query_scalar("SELECT material FROM keys WHERE name = 'session-token'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert!(!data.join("session.key").exists(), "on Postgres the key is not in the data directory");
+            tokens::Issuer::from_key_text(std::str::from_utf8(&key).unwrap()).unwrap()
+        }
+    };
     let expired = issuer
         .mint(&tokens::Grant {
             namespace: "default".into(),

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod controllers;
 pub mod error;
 pub mod harness;
+pub mod liveness;
 pub mod protocol;
 pub mod sandbox;
 pub mod session;

@@ -300,6 +300,10 @@ pub struct Lease {
     pub renewed_at: DateTime<Utc>,
     /// When it lapses unless renewed.
     pub expires_at: DateTime<Utc>,
+    /// The holder's process, as `<boot id>/<pid namespace>/<pid>/<start time>`: a process on the
+    /// same machine and in the same pid namespace that finds it gone need not wait for the expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
 }
 
 /// A structured refusal to do the work.

@@ -1,6 +1,6 @@
 //! The session controller: takes a lease on each pending session and runs it in this process.
-//! A session found started (Running or Reflecting) whose lease has lapsed belonged to a process
-//! that died: it is marked Degraded rather than run again, so that nothing an agent did or paid
+//! A session found started (Running or Reflecting) whose lease has lapsed, or whose holder is
+//! known to be gone (`liveness`: same machine, no such process), belonged to a process that died: it is marked Degraded rather than run again, so that nothing an agent did or paid
 //! for is silently repeated under its name; its Task's retry policy then decides (a new attempt,
 //! or Blocked for a person when none is left).
 
@@ -48,17 +48,21 @@ impl Reconciler for Sessions {
             return Ok(Next::Done);
         }
         let now = Utc::now();
+        // A holder known to be gone (same machine, no such process) holds nothing.
+        let gone = s.lease.as_ref().and_then(|l| l.process.as_deref()).is_some_and(crate::liveness::is_gone);
         if let Some(lease) = &s.lease
             && lease.holder != self.ctx.config.holder
             && lease.expires_at > now
+            && !gone
         {
             let wait = (lease.expires_at - now).to_std().unwrap_or_default() + Duration::from_millis(100);
             return Ok(Next::After(wait));
         }
         if started {
             let holder = s.lease.as_ref().map(|l| l.holder.clone()).unwrap_or_else(|| "an unknown process".into());
+            let how = if gone { "is gone" } else { "stopped renewing its lease" };
             let failure = format!(
-                "the process running it ({holder}) stopped; the session was not run again, so nothing it did or paid for is repeated"
+                "the process running it ({holder}) {how}; the session was not run again, so nothing it did or paid for is repeated"
             );
             self.ctx
                 .patch_status::<AgentSessionStatus, _>(key, |_, st| {
@@ -82,7 +86,11 @@ impl Reconciler for Sessions {
             .ctx
             .patch_status::<AgentSessionStatus, _>(key, |_, st| {
                 took = false;
-                let free = st.lease.as_ref().is_none_or(|l| l.holder == holder || l.expires_at <= now);
+                let free = st.lease.as_ref().is_none_or(|l| {
+                    l.holder == holder
+                        || l.expires_at <= now
+                        || l.process.as_deref().is_some_and(crate::liveness::is_gone)
+                });
                 if matches!(st.phase, None | Some(SessionPhase::Pending)) && free {
                     st.phase = Some(SessionPhase::Running);
                     st.started_at = Some(now);
@@ -91,6 +99,7 @@ impl Reconciler for Sessions {
                         acquired_at: now,
                         renewed_at: now,
                         expires_at: now + ttl,
+                        process: crate::liveness::this_process(),
                     });
                     took = true;
                 }
