@@ -343,3 +343,41 @@ fn the_database_cas_needs_a_database() {
         assert!(text(&out.stderr).contains("--cas database needs --database-url"), "{}", text(&out.stderr));
     }
 }
+
+#[test]
+fn a_blob_write_that_fails_midway_is_a_clear_error_and_corrupts_nothing() {
+    // The file size limit stands in for a full disk: the write of the second blob fails part way
+    // (EFBIG, with SIGXFSZ ignored, as ENOSPC would), after the first blob was stored whole.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (small, big) = (dir.path().join("small"), dir.path().join("big"));
+    std::fs::write(&small, b"kept whole").unwrap();
+    std::fs::write(&big, vec![7u8; 1 << 20]).unwrap();
+    let put = |file: &Path, limited: bool| {
+        let limit = if limited { "trap '' XFSZ; ulimit -f 256; " } else { "" };
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("{limit}exec \"$0\" cas put \"$1\" --data-dir \"$2\""))
+            .arg(env!("CARGO_BIN_EXE_r5e"))
+            .arg(file)
+            .arg(&data)
+            .env_remove("R5E_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    let first = put(&small, false);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let digest = text(&first.stdout).split_whitespace().next().unwrap().to_string();
+    let failed = put(&big, true);
+    assert!(!failed.status.success());
+    let stderr = text(&failed.stderr);
+    assert!(stderr.contains("File too large") && stderr.contains("blobs/tmp"), "{stderr}");
+    // Nothing half-written is left or listed, and the first blob is intact.
+    assert_eq!(std::fs::read_dir(data.join("blobs/tmp")).unwrap().count(), 0);
+    let ls = text(&r5e(&["cas", "ls", "--data-dir", data.to_str().unwrap()]).stdout);
+    assert!(ls.contains(&digest) && ls.lines().filter(|l| l.contains("sha256:")).count() == 1, "{ls}");
+    let got = r5e(&["cas", "get", &digest, "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(got.stdout, b"kept whole");
+    // With room again, the same write succeeds.
+    assert!(put(&big, false).status.success());
+}

@@ -1,5 +1,6 @@
 //! The live plane dies and comes back: `r5e run` on the quickstart is killed with SIGKILL at a
-//! random point, then run again on the same data directory. The work must finish, the chain and
+//! random point, then run again on the same data directory (and `r5e serve`, while it runs a
+//! session, then started again). The work must finish, the chain and
 //! the stored state must verify, and no harness process may outlive the killed run.
 //!
 //! Each test kills at `R5E_KILL_POINTS` points (default 10; `scripts/kill-loop.sh` runs 100),
@@ -123,4 +124,85 @@ fn kill_9_of_r5e_run_at_random_points_then_a_restart_finishes_the_work() {
 #[test]
 fn kill_9_of_r5e_run_at_other_random_points_then_a_restart_finishes_the_work() {
     kill_loop(0x9e37_79b9_7f4a_7c15);
+}
+
+/// `r5e` against the server whose data directory is `data`.
+fn remote(data: &Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_r5e"))
+        .args(args)
+        .env("R5E_DATA_DIR", data)
+        .env_remove("R5E_SERVER")
+        .env_remove("R5E_TOKEN")
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Poll `probe` every 50 ms until it gives something, for at most a minute.
+fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kill `r5e serve` while it runs a session, start it again on the same store, and check that the
+/// work finishes there.
+fn serve_killed_mid_session(database: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, data, work) = (dir.path().join("quickstart"), dir.path().join("data"), dir.path().join("work"));
+    common::copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart"), &root);
+    let mut args = vec!["--base-dir", root.to_str().unwrap(), "--work-dir", work.to_str().unwrap()];
+    if let Some(url) = database {
+        args.extend(["--database-url", url]);
+    }
+    let mut first = common::start_with(&data, true, &args);
+    let applied = Command::new(env!("CARGO_BIN_EXE_r5e"))
+        .args(["apply", "-f", root.to_str().unwrap()])
+        .env("R5E_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    let session = wait_for("a running session", || {
+        let list = remote(&data, &["get", "agentsessions", "-o", "json"]);
+        list["items"].as_array()?.iter().find_map(|s| {
+            (s.pointer("/status/phase")? == "Running").then(|| s["metadata"]["name"].as_str().unwrap().to_string())
+        })
+    });
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let _second = common::start_with(&data, true, &args);
+    let phase = wait_for("the Graph to finish", || {
+        let g = remote(&data, &["get", "graph", "release-notes", "-o", "json"]);
+        let phase = g.pointer("/status/phase")?.as_str()?.to_string();
+        matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+    });
+    assert_eq!(phase, "Succeeded");
+    let cut = remote(&data, &["get", "agentsession", &session, "-o", "json"]);
+    let failure = cut.pointer("/status/failure").and_then(|f| f.as_str()).unwrap_or_default();
+    // The session finished before the kill landed, or the restart saw its process gone.
+    assert!(cut.pointer("/status/phase") == Some(&"Succeeded".into()) || failure.contains(") is gone;"), "{cut:#}");
+    let mut verify = vec!["audit", "verify", "--state", "--data-dir", data.to_str().unwrap()];
+    if let Some(url) = database {
+        verify.extend(["--database-url", url]);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_r5e")).args(&verify).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    // Nothing of the killed server is left (the running one names the work dir in its own
+    // arguments, and runs nothing now).
+    let left: Vec<String> = left_in(&work).into_iter().filter(|l| !l.contains(" serve ")).collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_r5e_serve_mid_session_then_a_restart_finishes_the_work() {
+    serve_killed_mid_session(None);
+    if let Some(url) = storage_postgres::testing::fresh_database_url().await {
+        serve_killed_mid_session(Some(&url));
+    }
 }
