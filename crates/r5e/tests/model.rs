@@ -136,3 +136,176 @@ async fn the_cost_budget_is_charged_at_the_harness_price_and_ends_the_session() 
     assert!(stdout.contains("names no `price`, so its cost cannot be counted"), "{stdout}");
     assert!(seen.lock().unwrap().is_empty(), "nothing was paid for");
 }
+
+/// The chat-completions server, held at the second turn (the model's reflection) until `hold` is
+/// cleared: it says so on `reached` and never answers that request.
+#[derive(Clone)]
+struct Held {
+    seen: Seen,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+    reached: Arc<tokio::sync::Notify>,
+}
+
+async fn held_completions(State(h): State<Held>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
+    let answered = body["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").count();
+    let tool_first = body["tools"].as_array().unwrap().iter().any(|t| t["function"]["name"] == "stamp");
+    let hold_at = if tool_first { 2 } else { 1 };
+    if answered == hold_at && h.hold.load(std::sync::atomic::Ordering::SeqCst) {
+        h.seen.lock().unwrap().push((None, body));
+        h.reached.notify_one();
+        return std::future::pending().await;
+    }
+    if tool_first {
+        return stamping(State(h.seen), Json(body)).await;
+    }
+    completions(State(h.seen), headers, Json(body)).await
+}
+
+/// A chat-completions server whose model first calls the `stamp` Tool, then submits an
+/// artifact, reflects and finishes.
+async fn stamping(State(seen): State<Seen>, Json(body): Json<Value>) -> Json<Value> {
+    seen.lock().unwrap().push((None, body.clone()));
+    let answered = body["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").count();
+    let call = |name: &str, args: Value| {
+        json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": format!("call_{answered}"), "type": "function",
+             "function": {"name": name, "arguments": args.to_string()}}]})
+    };
+    let message = match answered {
+        0 => call("stamp", json!({})),
+        1 => call("submit_artifact", json!({"name": "explanation.txt", "content": "Stamped and explained."})),
+        2 => call("reflect", json!({"wentWell": "Short", "wentBadly": "Generic", "couldImprove": "More"})),
+        _ => json!({"role": "assistant", "content": "Finished."}),
+    };
+    Json(json!({"id": "chatcmpl-2", "object": "chat.completion", "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}}))
+}
+
+/// The Tool the stamping model calls, and what it needs to be called.
+const STAMP: &str = r#"
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Capability
+metadata: {name: text.stamp}
+spec: {description: Stamp a text}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Tool
+metadata: {name: stamp}
+spec:
+  description: A stamp for the text
+  capability: text.stamp
+  command: {program: python3, args: ["-c", "import sys, json; json.load(sys.stdin); print(json.dumps({'stamp': 42}))"], timeoutSeconds: 20}
+---
+apiVersion: r5e.ai/v1alpha1
+kind: Policy
+metadata: {name: sessions-may-stamp}
+spec:
+  cedar: |
+    permit(principal is r5e::Session, action == r5e::Action::"call_tool", resource is r5e::Tool);
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_session_cut_off_by_kill_9_is_resumed_without_asking_again() {
+    resumed_after_kill_9(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_model_session_does_not_call_its_tools_again() {
+    resumed_after_kill_9(true).await;
+}
+
+/// Kill `r5e run` while the model is asked the turn after the artifact (the second, or with
+/// `with_tool` the third, after a Tool call), run it again, and check that the same session was
+/// resumed without asking or calling anything again.
+async fn resumed_after_kill_9(with_tool: bool) {
+    let held = Held {
+        seen: Arc::default(),
+        hold: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        reached: Arc::default(),
+    };
+    let app = Router::new().route("/v1/chat/completions", post(held_completions)).with_state(held.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/model-openai/work.yaml");
+    let mut manifest = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("https://api.openai.com/v1", &format!("http://127.0.0.1:{port}/v1"));
+    if with_tool {
+        manifest = manifest.replace("capabilities: [notes.write]", "capabilities: [notes.write, text.stamp]") + STAMP;
+    }
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("work.yaml"), manifest).unwrap();
+    let data = dir.path().join("data");
+    let run = || {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_r5e"));
+        c.args(["run", work.to_str().unwrap(), "--timeout", "60", "--data-dir"])
+            .arg(&data)
+            .env("OPENAI_API_KEY", "test-key-123")
+            .env_remove("R5E_DATABASE_URL")
+            .kill_on_drop(true);
+        c
+    };
+    // The first run is killed while the model is answering its second turn: the first turn (the
+    // artifact) was answered, recorded and acted on.
+    let mut first = run().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(60), held.reached.notified())
+        .await
+        .expect("the second turn was asked for");
+    first.kill().await.unwrap();
+    held.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    // The next run resumes the same session: turn 1 comes from the journal, turn 2 is asked again
+    // (its answer was never received), turn 3 ends it.
+    let out = run().output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("graph explain: Succeeded"), "{stdout}");
+    assert!(!stdout.contains("degraded"), "{stdout}");
+    let turns: Vec<usize> = held
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").count())
+        .collect();
+    let expected: &[usize] = if with_tool { &[0, 1, 2, 2, 3] } else { &[0, 1, 1, 2] };
+    assert_eq!(turns, expected, "no turn that was answered was asked again");
+
+    let log = |kind: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_r5e"))
+            .args(["audit", "log", "--type", kind, "-o", "json", "--limit", "1000", "--data-dir"])
+            .arg(&data)
+            .env_remove("R5E_DATABASE_URL")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let writer = "AgentSession/default/what-is-r5e-work-a1";
+    let replies: Vec<u64> = log("model.reply")
+        .lines()
+        .filter(|l| l.contains(&format!("\"subject\":\"{writer}\"")))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["data"]["step"].as_u64().unwrap())
+        .collect();
+    let expected: &[u64] = if with_tool { &[1, 2, 3, 4] } else { &[1, 2, 3] };
+    assert_eq!(replies, expected, "each turn recorded once, before it was used");
+    // The Tool was called once, by the first run; the resumed session got its recorded result.
+    let calls = log("tool.call");
+    assert_eq!(calls.lines().filter(|l| l.contains("\"allowed\":true")).count(), usize::from(with_tool), "{calls}");
+    let created = log("resource.created");
+    let outputs = created.lines().filter(|l| l.contains("\"subject\":\"Artifact/default/what-is-r5e-work-a1-out-1\""));
+    assert_eq!(outputs.count(), 1, "the artifact of the replayed turn is not made twice");
+    assert!(!created.contains("what-is-r5e-work-a2"), "no second attempt: {created}");
+    assert!(log("resource.updated").contains("\"resumed\":1"), "the session says it was resumed");
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_r5e"))
+        .args(["audit", "verify", "--state", "--data-dir"])
+        .arg(&data)
+        .env_remove("R5E_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+}

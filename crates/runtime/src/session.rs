@@ -25,10 +25,10 @@ use domain::{Digest, ObjectKey, Resource};
 use serde_json::{Value, json};
 
 use crate::budgets;
-use crate::context::{Context, SandboxConfig, labels, local_ref, new_resource, spec};
+use crate::context::{Context, SandboxConfig, labels, local_ref, new_resource, spec, status};
 use crate::harness::command::{Subprocess, resolve};
-use crate::harness::model::{DEFAULT_MAX_TURNS, ModelLoop, Spending};
-use crate::harness::providers::{Anthropic, OpenAi, Provider, Scripted};
+use crate::harness::model::{DEFAULT_MAX_TURNS, Journal, ModelLoop, Spending};
+use crate::harness::providers::{Anthropic, ChatReply, OpenAi, Provider, Scripted};
 use crate::harness::{Fault, Harness};
 use crate::protocol::{self, AgentMessage, Document, Envelope, HostMessage, Outcome, SessionInfo, TaskInfo};
 use crate::sandbox::{self, Limits, Plan};
@@ -55,6 +55,8 @@ struct Loaded {
     chain: Vec<tokens::Level>,
     /// What the session may read outright (kind, name): its own objects and its inputs.
     reads: Vec<(String, String)>,
+    /// Another process ran it before and died: what was recorded is replayed, not redone.
+    resumed: bool,
 }
 
 /// What the harness produced, as it went.
@@ -115,7 +117,17 @@ async fn run_inner(ctx: &Arc<Context>, key: &ObjectKey) -> crate::Result<()> {
     if let Some(t) = &token {
         identity = identity.with_credential(t);
     }
-    let mut harness = match start_harness(ctx, &loaded, token.as_deref()) {
+    let journal = match loaded.harness.type_ {
+        HarnessType::Model => match StoredJournal::load(ctx, key, identity.actor()).await {
+            Ok(j) => Some(Box::new(j) as Box<dyn Journal>),
+            Err(reason) => {
+                record.fault = Some(reason);
+                return end(ctx, key, record, SessionPhase::Failed).await;
+            }
+        },
+        HarnessType::Command => None,
+    };
+    let mut harness = match start_harness(ctx, &loaded, token.as_deref(), journal) {
         Ok(h) => h,
         Err(fault) => {
             record.fault = Some(fault.to_string());
@@ -243,6 +255,7 @@ async fn handle(
                 session: &key,
                 authority: &loaded.spec.authority,
                 step_tools: loaded.step_tools.as_deref(),
+                resumed: loaded.resumed,
             };
             let (reply, budget_spent) = tools::call(ctx, &caller, &mut record.tool_calls, &id, &tool, &arguments).await;
             match budget_spent {
@@ -469,6 +482,71 @@ async fn store_artifact(
         return Err(format!("artifact {name} already exists with other content"));
     }
     Ok(local_ref(&name))
+}
+
+/// The event that records a model's reply to one turn of a session, before the reply is used.
+pub const MODEL_REPLY: &str = "model.reply";
+
+/// A session's journal of model replies: each reply in the CAS, and a `model.reply` event naming
+/// the session, the turn and the digest, written before the reply is used. The idempotency key is
+/// (session, turn): a resumed session takes the first reply recorded for each turn.
+#[derive(Debug)]
+struct StoredJournal {
+    ctx: Arc<Context>,
+    session: ObjectKey,
+    actor: String,
+    replies: BTreeMap<u32, ChatReply>,
+}
+
+impl StoredJournal {
+    /// The journal of `session`, with the replies already recorded (none for a new session).
+    async fn load(ctx: &Arc<Context>, session: &ObjectKey, actor: String) -> Result<StoredJournal, String> {
+        let query = storage::EventQuery {
+            types: vec![MODEL_REPLY.into()],
+            subject: Some(session.to_string()),
+            ..Default::default()
+        };
+        let events = ctx.store().events.query(&query).await.map_err(|e| format!("cannot read the journal: {e}"))?;
+        let mut replies = BTreeMap::new();
+        for e in events {
+            let step = e.data["step"].as_u64().and_then(|s| u32::try_from(s).ok());
+            let digest: Option<Digest> = e.data["digest"].as_str().and_then(|d| d.parse().ok());
+            let (Some(step), Some(digest)) = (step, digest) else {
+                return Err(format!("the journal's event {} names no turn or digest", e.seq));
+            };
+            if replies.contains_key(&step) {
+                continue;
+            }
+            // A recorded reply that cannot be read back is not trusted: the session does not resume.
+            let bytes = ctx.cas.resolve(&digest).await.map_err(|e| format!("turn {step} of the journal: {e}"))?;
+            let reply = serde_json::from_slice(&bytes).map_err(|e| format!("turn {step} of the journal: {e}"))?;
+            replies.insert(step, reply);
+        }
+        Ok(StoredJournal { ctx: ctx.clone(), session: session.clone(), actor, replies })
+    }
+}
+
+#[async_trait::async_trait]
+impl Journal for StoredJournal {
+    fn recorded(&self, step: u32) -> Option<ChatReply> {
+        self.replies.get(&step).cloned()
+    }
+
+    async fn record(&self, step: u32, reply: &ChatReply) -> Result<(), String> {
+        let bytes = serde_json::to_vec(reply).map_err(|e| e.to_string())?;
+        let digest = self.ctx.cas.store(bytes).await.map_err(|e| e.to_string())?;
+        let event = domain::chain::EventDraft {
+            type_: MODEL_REPLY.into(),
+            actor: self.actor.clone(),
+            subject: self.session.to_string(),
+            data: json!({
+                "step": step,
+                "digest": digest.to_string(),
+                "usage": {"inputTokens": reply.usage.input_tokens, "outputTokens": reply.usage.output_tokens},
+            }),
+        };
+        self.ctx.store().events.append(event).await.map(|_| ()).map_err(|e| e.to_string())
+    }
 }
 
 /// The phase the session ends in, given what it did; fills in the failure reason.
@@ -753,7 +831,20 @@ async fn load(ctx: &Context, key: &ObjectKey) -> Result<Loaded, String> {
         review,
         workspace: workspace.display().to_string(),
     };
-    Ok(Loaded { session, spec: s, task_spec, harness, envelope, timeout, timeout_reason, step_tools, chain, reads })
+    let resumed = status::<AgentSessionStatus>(&session).map(|st| st.resumed > 0).unwrap_or(false);
+    Ok(Loaded {
+        session,
+        spec: s,
+        task_spec,
+        harness,
+        envelope,
+        timeout,
+        timeout_reason,
+        step_tools,
+        chain,
+        reads,
+        resumed,
+    })
 }
 
 async fn document(ctx: &Context, name: &str, digest: &Digest, media_type: &str) -> Result<Document, String> {
@@ -829,7 +920,12 @@ async fn mint(ctx: &Context, key: &ObjectKey, loaded: &Loaded) -> Result<Option<
     Ok(Some(minted.token))
 }
 
-fn start_harness(ctx: &Context, loaded: &Loaded, token: Option<&str>) -> Result<Box<dyn Harness>, Fault> {
+fn start_harness(
+    ctx: &Context,
+    loaded: &Loaded,
+    token: Option<&str>,
+    journal: Option<Box<dyn Journal>>,
+) -> Result<Box<dyn Harness>, Fault> {
     let h = &loaded.harness;
     match h.type_ {
         HarnessType::Command => {
@@ -898,7 +994,11 @@ fn start_harness(ctx: &Context, loaded: &Loaded, token: Option<&str>) -> Result<
                     budgets::COST_MICROS
                 )));
             }
-            Ok(Box::new(ModelLoop::new(provider, m.max_turns.unwrap_or(DEFAULT_MAX_TURNS), limits)))
+            let mut model_loop = ModelLoop::new(provider, m.max_turns.unwrap_or(DEFAULT_MAX_TURNS), limits);
+            if let Some(journal) = journal {
+                model_loop = model_loop.with_journal(journal);
+            }
+            Ok(Box::new(model_loop))
         }
     }
 }

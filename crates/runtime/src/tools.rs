@@ -39,6 +39,9 @@ pub struct Caller<'a> {
     pub authority: &'a Authority,
     /// The Tools its Workflow step names, if it names any: no other may be called.
     pub step_tools: Option<&'a [String]>,
+    /// The session was resumed after its process died: a call it already made is answered
+    /// from the record, not made again.
+    pub resumed: bool,
 }
 
 /// Make one call and answer it; `spent` is the session's `tool_calls` so far, raised when the
@@ -67,6 +70,12 @@ async fn answer(
     let key = ObjectKey::new("Tool", &caller.session.namespace, tool);
     let args_bytes = serde_json::to_vec(args).unwrap_or_default();
     let args_digest = ctx.cas.store(args_bytes).await.ok();
+    if caller.resumed
+        && let Some(result) = recorded(ctx, caller, &key, id, args_digest.as_ref()).await
+    {
+        *spent += 1;
+        return HostMessage::ToolResult { id: id.into(), ok: true, result: Some(result), error: None };
+    }
     let outcome = checked_run(ctx, caller, spent, &key, args).await;
     let (result_digest, reason) = match &outcome {
         Ok(v) => (ctx.cas.store(serde_json::to_vec(v).unwrap_or_default()).await.ok(), None),
@@ -97,6 +106,28 @@ async fn answer(
         Ok(result) => HostMessage::ToolResult { id: id.into(), ok: true, result: Some(result), error: None },
         Err(error) => HostMessage::ToolResult { id: id.into(), ok: false, result: None, error: Some(error) },
     }
+}
+
+/// The result of the call `id` with these arguments that the session already made (before its
+/// process died), if it was allowed and its result is in the CAS.
+async fn recorded(
+    ctx: &Context,
+    caller: &Caller<'_>,
+    key: &ObjectKey,
+    id: &str,
+    args: Option<&Digest>,
+) -> Option<Value> {
+    let query =
+        storage::EventQuery { types: vec!["tool.call".into()], subject: Some(key.to_string()), ..Default::default() };
+    let events = ctx.store().events.query(&query).await.ok()?;
+    let made = events.into_iter().find(|e| {
+        e.data["session"] == caller.session.to_string()
+            && e.data["callId"] == id
+            && e.data["allowed"] == true
+            && e.data["argumentsDigest"].as_str() == args.map(ToString::to_string).as_deref()
+    })?;
+    let digest: Digest = made.data["resultDigest"].as_str()?.parse().ok()?;
+    serde_json::from_slice(&ctx.cas.resolve(&digest).await.ok()?).ok()
 }
 
 async fn checked_run(

@@ -255,6 +255,10 @@ pub struct AgentSessionStatus {
     /// The names of the secrets its harness was given (never their values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// How often the session was resumed by another process after the one running it died
+    /// (a `model` harness replays its recorded turns, so nothing already answered is asked again).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resumed: u32,
 }
 
 /// A session's token, as its status records it.
@@ -366,3 +370,7 @@ pub const AGENT_SESSION: KindInfo = KindInfo {
         AGE,
     ],
 };
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}

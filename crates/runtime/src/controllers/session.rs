@@ -1,19 +1,26 @@
 //! The session controller: takes a lease on each pending session and runs it in this process.
 //! A session found started (Running or Reflecting) whose lease has lapsed, or whose holder is
-//! known to be gone (`liveness`: same machine, no such process), belonged to a process that died: it is marked Degraded rather than run again, so that nothing an agent did or paid
-//! for is silently repeated under its name; its Task's retry policy then decides (a new attempt,
-//! or Blocked for a person when none is left).
+//! known to be gone (`liveness`: same machine, no such process), belonged to a process that died.
+//! A producing or reviewing session on a `model` harness is resumed here: its journal replays
+//! the turns already answered and its recorded tool calls, so nothing paid for is asked again.
+//! Any other is marked Degraded rather than run again, so that nothing an agent did is silently
+//! repeated under its name; its Task's retry policy then decides (a new attempt, or Blocked for
+//! a person when none is left).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use domain::kinds::task::{AgentSessionStatus, Lease, SessionPhase};
+use domain::kinds::agents::{AgentSpec, HarnessSpec, HarnessType};
+use domain::kinds::task::{AgentSessionSpec, AgentSessionStatus, Lease, SessionPhase, SessionRole};
 use domain::{ObjectKey, Resource};
 
-use crate::context::{Context, status};
+use crate::context::{Context, spec, status};
 use crate::controller::{Next, Reconciler};
 use crate::error::Result;
+
+/// How often one session may be resumed before it is Degraded instead.
+pub const MAX_RESUMES: u32 = 3;
 
 pub(crate) struct Sessions {
     pub ctx: Arc<Context>,
@@ -58,6 +65,9 @@ impl Reconciler for Sessions {
             let wait = (lease.expires_at - now).to_std().unwrap_or_default() + Duration::from_millis(100);
             return Ok(Next::After(wait));
         }
+        if started && self.resumable(&session).await? {
+            return self.adopt(key, now).await;
+        }
         if started {
             let holder = s.lease.as_ref().map(|l| l.holder.clone()).unwrap_or_else(|| "an unknown process".into());
             let how = if gone { "is gone" } else { "stopped renewing its lease" };
@@ -79,6 +89,42 @@ impl Reconciler for Sessions {
         if self.ctx.running.lock().expect("running lock").len() >= self.ctx.config.session_workers {
             return Ok(Next::After(Duration::from_millis(200)));
         }
+        self.take(key, now, false).await
+    }
+}
+
+impl Sessions {
+    /// Whether a session cut off by its process's death can be resumed here: a producing or
+    /// reviewing session on a `model` harness, whose turns are journaled (a `command` harness
+    /// cannot be replayed, and an orchestrator's Nodes may already exist).
+    async fn resumable(&self, session: &Resource) -> Result<bool> {
+        let s: AgentSessionSpec = spec(session)?;
+        // A session whose every resumption ends with its process is not resumed forever.
+        if s.role == SessionRole::Orchestrator || status::<AgentSessionStatus>(session)?.resumed >= MAX_RESUMES {
+            return Ok(false);
+        }
+        let ns = session.metadata.namespace.clone().unwrap_or_default();
+        let Some(agent) = self.ctx.get(&ObjectKey::new("Agent", &ns, &s.agent_ref.name)).await? else {
+            return Ok(false);
+        };
+        let agent: AgentSpec = spec(&agent)?;
+        let Some(harness) = self.ctx.get(&ObjectKey::new("Harness", &ns, &agent.harness_ref.name)).await? else {
+            return Ok(false);
+        };
+        Ok(spec::<HarnessSpec>(&harness)?.type_ == HarnessType::Model)
+    }
+
+    /// Take over a started session whose process died, and run it again from its journal.
+    async fn adopt(&self, key: &ObjectKey, now: chrono::DateTime<Utc>) -> Result<Next> {
+        if self.ctx.running.lock().expect("running lock").len() >= self.ctx.config.session_workers {
+            return Ok(Next::After(Duration::from_millis(200)));
+        }
+        self.take(key, now, true).await
+    }
+
+    /// Take the lease of a session that is pending (or, `resuming`, started by a process that
+    /// died) and run it in this process.
+    async fn take(&self, key: &ObjectKey, now: chrono::DateTime<Utc>, resuming: bool) -> Result<Next> {
         let holder = self.ctx.config.holder.clone();
         let ttl = chrono::Duration::from_std(self.ctx.config.lease_ttl).unwrap_or_default();
         let mut took = false;
@@ -91,9 +137,17 @@ impl Reconciler for Sessions {
                         || l.expires_at <= now
                         || l.process.as_deref().is_some_and(crate::liveness::is_gone)
                 });
-                if matches!(st.phase, None | Some(SessionPhase::Pending)) && free {
+                let takeable = match resuming {
+                    false => matches!(st.phase, None | Some(SessionPhase::Pending)),
+                    true => matches!(st.phase, Some(SessionPhase::Running | SessionPhase::Reflecting)),
+                };
+                if takeable && free {
+                    if resuming {
+                        st.resumed += 1;
+                    } else {
+                        st.started_at = Some(now);
+                    }
                     st.phase = Some(SessionPhase::Running);
-                    st.started_at = Some(now);
                     st.lease = Some(Lease {
                         holder: holder.clone(),
                         acquired_at: now,

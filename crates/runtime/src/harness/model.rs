@@ -10,9 +10,19 @@ use domain::kinds::agents::ModelPrice;
 use domain::kinds::task::SessionRole;
 use serde_json::{Value, json};
 
-use super::providers::{ChatMessage, ChatRequest, Provider, ToolCall, ToolSpec};
+use super::providers::{ChatMessage, ChatReply, ChatRequest, Provider, ToolCall, ToolSpec};
 use super::{Fault, Harness};
 use crate::protocol::{AgentMessage, Envelope, HostMessage, Outcome};
+
+/// Where a model loop keeps each reply before it uses it, so that a session resumed by another
+/// process replays the turns already answered instead of asking (and paying for) them again.
+#[async_trait::async_trait]
+pub trait Journal: Send + Sync + std::fmt::Debug {
+    /// The reply recorded for turn `step` (counted from 1), if there is one.
+    fn recorded(&self, step: u32) -> Option<ChatReply>;
+    /// Record the reply to turn `step`; the loop uses a reply only once it is recorded.
+    async fn record(&self, step: u32, reply: &ChatReply) -> Result<(), String>;
+}
 
 /// Turns allowed when the Harness does not say.
 pub const DEFAULT_MAX_TURNS: u32 = 20;
@@ -31,6 +41,9 @@ pub struct ModelLoop {
     tokens: u64,
     cost: u64,
     ended: bool,
+    journal: Option<Box<dyn Journal>>,
+    /// Turns answered from the journal rather than by the provider.
+    replayed: u32,
 }
 
 /// What a model loop may spend: the session's `tokens` and `cost_micros` budgets (absent means
@@ -147,7 +160,16 @@ impl ModelLoop {
             tokens: 0,
             cost: 0,
             ended: false,
+            journal: None,
+            replayed: 0,
         }
+    }
+
+    /// Keep every reply in `journal` before using it, and take the replies it already holds
+    /// instead of asking the provider.
+    pub fn with_journal(mut self, journal: Box<dyn Journal>) -> ModelLoop {
+        self.journal = Some(journal);
+        self
     }
 
     fn answer(&mut self, id: &str, content: String, is_error: bool) {
@@ -269,7 +291,24 @@ impl Harness for ModelLoop {
             self.request.max_tokens = self.request.max_tokens.min(u32::try_from(affordable).unwrap_or(u32::MAX));
         }
         self.turns += 1;
-        let reply = self.provider.complete(&self.request).await.map_err(|e| Fault::Provider(e.to_string()))?;
+        let step = self.turns;
+        let reply = match self.journal.as_ref().and_then(|j| j.recorded(step)) {
+            Some(reply) => {
+                self.replayed += 1;
+                reply
+            }
+            None => {
+                let reply = self.provider.complete(&self.request).await.map_err(|e| Fault::Provider(e.to_string()))?;
+                if let Some(journal) = &self.journal {
+                    journal.record(step, &reply).await.map_err(|e| {
+                        Fault::Io(format!(
+                            "the model's reply to turn {step} could not be recorded, so it is not used: {e}"
+                        ))
+                    })?;
+                }
+                reply
+            }
+        };
         let (input, output) = (reply.usage.input_tokens, reply.usage.output_tokens);
         self.tokens = self.tokens.saturating_add(input.saturating_add(output));
         if let Some(price) = self.limits.price {
@@ -297,7 +336,10 @@ impl Harness for ModelLoop {
     }
 
     async fn finish(&mut self) -> String {
-        format!("the model loop ended after {} turns", self.turns)
+        match self.replayed {
+            0 => format!("the model loop ended after {} turns", self.turns),
+            n => format!("the model loop ended after {} turns, {n} of them replayed from the journal", self.turns),
+        }
     }
 
     fn usage(&self) -> BTreeMap<String, u64> {

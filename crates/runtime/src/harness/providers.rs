@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use domain::kinds::agents::ModelIdentity;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// A tool the model may call, as offered to it.
@@ -24,7 +24,7 @@ pub struct ToolSpec {
 }
 
 /// One call the model asked for.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
     /// The provider's id of the call, echoed back with its result.
     pub id: String,
@@ -71,7 +71,7 @@ pub struct ChatRequest {
 }
 
 /// Tokens spent on one turn, as the provider counted them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Tokens read.
     pub input_tokens: u64,
@@ -79,8 +79,8 @@ pub struct Usage {
     pub output_tokens: u64,
 }
 
-/// The model's answer to one turn.
-#[derive(Clone, Debug, PartialEq)]
+/// The model's answer to one turn (as a session's journal records it, too).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChatReply {
     /// The text of the answer, possibly empty.
     pub text: String,
