@@ -216,10 +216,48 @@ async fn a_resumed_model_session_does_not_call_its_tools_again() {
     resumed_after_kill_9(true).await;
 }
 
-/// Kill `r5e run` while the model is asked the turn after the artifact (the second, or with
-/// `with_tool` the third, after a Tool call), run it again, and check that the same session was
-/// resumed without asking or calling anything again.
-async fn resumed_after_kill_9(with_tool: bool) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_journal_was_tampered_with_is_not_resumed() {
+    let (seen, data) = kill_mid_turn(false, |data| {
+        // Change the recorded reply to turn 1 in the CAS.
+        let log = std::process::Command::new(env!("CARGO_BIN_EXE_r5e"))
+            .args(["audit", "log", "--type", "model.reply", "-o", "json", "--data-dir"])
+            .arg(data)
+            .output()
+            .unwrap();
+        let first: Value = serde_json::from_slice(log.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+        let digest = first["data"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+        std::fs::write(data.join("blobs/sha256").join(digest), br#"{"text":"","toolCalls":[],"usage":{}}"#).unwrap();
+    })
+    .await;
+    let out = run_model_work(&data).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("what-is-r5e-work-a1: the session cannot be resumed: turn 1 of the journal"), "{stdout}");
+    assert!(stdout.contains("graph explain: Succeeded"), "{stdout}");
+    // The second attempt asked everything afresh.
+    let turns = seen.lock().unwrap().len();
+    assert_eq!(turns, 2 + 3, "{turns}");
+    let _ = std::fs::remove_dir_all(data.parent().unwrap());
+}
+
+/// `r5e run` on the work written by [`kill_mid_turn`] in the data directory beside it.
+fn run_model_work(data: &Path) -> tokio::process::Command {
+    let work = data.parent().unwrap().join("work");
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_r5e"));
+    c.args(["run", work.to_str().unwrap(), "--timeout", "60", "--data-dir"])
+        .arg(data)
+        .env("OPENAI_API_KEY", "test-key-123")
+        .env_remove("R5E_DATABASE_URL")
+        .kill_on_drop(true);
+    c
+}
+
+/// Run the model example (with `with_tool`, its model first calls a Tool) and kill `r5e run`
+/// while the model is asked the turn after the artifact; then `between(data dir)`, and let the
+/// server answer everything from then on. What the server saw, and the data directory (kept
+/// until the end of the test: it is leaked on purpose).
+async fn kill_mid_turn(with_tool: bool, between: impl FnOnce(&Path)) -> (Seen, std::path::PathBuf) {
     let held = Held {
         seen: Arc::default(),
         hold: Arc::new(std::sync::atomic::AtomicBool::new(true)),
@@ -240,16 +278,8 @@ async fn resumed_after_kill_9(with_tool: bool) {
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     std::fs::write(work.join("work.yaml"), manifest).unwrap();
-    let data = dir.path().join("data");
-    let run = || {
-        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_r5e"));
-        c.args(["run", work.to_str().unwrap(), "--timeout", "60", "--data-dir"])
-            .arg(&data)
-            .env("OPENAI_API_KEY", "test-key-123")
-            .env_remove("R5E_DATABASE_URL")
-            .kill_on_drop(true);
-        c
-    };
+    let data = dir.keep().join("data");
+    let run = || run_model_work(&data);
     // The first run is killed while the model is answering its second turn: the first turn (the
     // artifact) was answered, recorded and acted on.
     let mut first = run().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
@@ -257,7 +287,16 @@ async fn resumed_after_kill_9(with_tool: bool) {
         .await
         .expect("the second turn was asked for");
     first.kill().await.unwrap();
+    between(&data);
     held.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    (held.seen, data)
+}
+
+/// Kill `r5e run` mid-turn (see [`kill_mid_turn`]), run it again, and check that the same
+/// session was resumed without asking or calling anything again.
+async fn resumed_after_kill_9(with_tool: bool) {
+    let (seen, data) = kill_mid_turn(with_tool, |_| {}).await;
+    let run = || run_model_work(&data);
 
     // The next run resumes the same session: turn 1 comes from the journal, turn 2 is asked again
     // (its answer was never received), turn 3 ends it.
@@ -266,8 +305,7 @@ async fn resumed_after_kill_9(with_tool: bool) {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("graph explain: Succeeded"), "{stdout}");
     assert!(!stdout.contains("degraded"), "{stdout}");
-    let turns: Vec<usize> = held
-        .seen
+    let turns: Vec<usize> = seen
         .lock()
         .unwrap()
         .iter()
@@ -308,4 +346,5 @@ async fn resumed_after_kill_9(with_tool: bool) {
         .output()
         .unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    let _ = std::fs::remove_dir_all(data.parent().unwrap());
 }

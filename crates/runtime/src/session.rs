@@ -120,6 +120,12 @@ async fn run_inner(ctx: &Arc<Context>, key: &ObjectKey) -> crate::Result<()> {
     let journal = match loaded.harness.type_ {
         HarnessType::Model => match StoredJournal::load(ctx, key, identity.actor()).await {
             Ok(j) => Some(Box::new(j) as Box<dyn Journal>),
+            // A resumed session whose record cannot be trusted is not run on from it: it is
+            // Degraded with the reason, and its Task's retry policy decides.
+            Err(reason) if loaded.resumed => {
+                record.fault = Some(format!("the session cannot be resumed: {reason}"));
+                return end(ctx, key, record, SessionPhase::Degraded).await;
+            }
             Err(reason) => {
                 record.fault = Some(reason);
                 return end(ctx, key, record, SessionPhase::Failed).await;
