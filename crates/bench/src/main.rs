@@ -35,6 +35,9 @@ struct Args {
     /// Run only the governed work benchmark.
     #[arg(long)]
     work_only: bool,
+    /// Run only the governed work benchmark with 1, 2 and 3 replicas on Postgres.
+    #[arg(long)]
+    replicas_only: bool,
     /// Resources in the store the state checks run on.
     #[arg(long, default_value_t = 10_000)]
     state_resources: usize,
@@ -94,6 +97,12 @@ async fn main() -> anyhow::Result<()> {
         report.print();
         return Ok(());
     }
+    if args.replicas_only {
+        let Some(admin) = &pg else { anyhow::bail!("--replicas-only needs a Postgres server") };
+        work::replicas(&args, admin, scratch.path(), &mut report).await?;
+        report.print();
+        return Ok(());
+    }
     if args.security_only {
         security::tokens(&args, &mut report).await?;
         security::sandbox_start(&args, scratch.path(), &mut report).await?;
@@ -146,6 +155,9 @@ async fn main() -> anyhow::Result<()> {
         api::creates(&args, "Postgres", open_pg, &mut report).await?;
     }
     work::run(&args, scratch.path(), &mut report).await?;
+    if let Some(admin) = &pg {
+        work::replicas(&args, admin, scratch.path(), &mut report).await?;
+    }
     events::verify(&args, scratch.path(), &mut report).await?;
     state::run(&args, scratch.path(), pg.as_ref(), &mut report).await?;
     cas::run(&args, scratch.path(), &mut report).await?;

@@ -146,3 +146,109 @@ pub async fn run(args: &Args, dir: &Path, report: &mut Report) -> Result<()> {
     });
     Ok(())
 }
+
+/// Run the work of `n` Nodes with `replicas` execution planes on one Postgres database, each with
+/// its own connection pool, admission, CAS handle (the database CAS) and lease holder, as
+/// separate `r5e serve` processes would have; returns the time taken and the first one's store.
+async fn one_replicated_run(
+    admin: &sqlx::postgres::PgConnectOptions,
+    dir: &Path,
+    n: usize,
+    replicas: usize,
+) -> Result<(Duration, Store)> {
+    let options = crate::fresh_pg(admin).await?;
+    let mut planes = Vec::new();
+    for r in 0..replicas {
+        let backend =
+            storage_postgres::PostgresBackend::open_with(options.clone(), storage_postgres::Options::default()).await?;
+        let cas = Cas::new(Arc::new(backend.cas()));
+        let store = Store::open(Arc::new(backend)).await?;
+        let work = dir.join(format!("sessions-{r}"));
+        planes.push((store, cas, work));
+    }
+    let first = planes[0].0.clone();
+    setup(&Admission::new(first.clone()), n).await?;
+    let after = first.events.head().await?.seq;
+    let mut events = first.events.stream(after);
+    let start = Instant::now();
+    let mut running = Vec::new();
+    for (store, cas, work) in planes {
+        let config = runtime::Config::new(dir.to_path_buf(), work);
+        running.push(runtime::Runtime::start(runtime::Context::new(Arc::new(Admission::new(store)), cas, config)));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await else {
+            bail!("the replicated work did not finish within 600 s");
+        };
+        let object = &event?.data["object"];
+        if object["kind"] == "Graph" {
+            match object["status"]["phase"].as_str() {
+                Some("Succeeded") => break,
+                Some("Failed" | "Blocked") => bail!("the replicated work ended {}", object["status"]),
+                _ => {}
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    for rt in running {
+        rt.stop().await;
+    }
+    Ok((elapsed, first))
+}
+
+/// Governed work items per second on one Postgres with 1, 2 and 3 replicas, beside the same event
+/// rows inserted into Postgres with plain SQL, one per transaction.
+pub async fn replicas(
+    args: &Args,
+    admin: &sqlx::postgres::PgConnectOptions,
+    dir: &Path,
+    report: &mut Report,
+) -> Result<()> {
+    let n = args.work_items;
+    for replicas in 1..=3 {
+        eprintln!("governed work items (Postgres, {replicas} replica(s))");
+        let drafts = Cell::new(Vec::new());
+        let ours = median(args.runs.min(3), |i| {
+            let dir = dir.join(format!("replicas-{replicas}-{i}"));
+            let drafts = &drafts;
+            async move {
+                std::fs::create_dir_all(&dir)?;
+                let (t, store) = one_replicated_run(admin, &dir, n, replicas).await?;
+                let all = store.events.query_raw(&storage::EventQuery::default()).await?;
+                let events: Vec<domain::chain::Event> = all.iter().map(|s| s.event()).collect::<Result<_, _>>()?;
+                let setup_events = events.iter().position(|e| e.type_ == "resource.updated").unwrap_or(0);
+                drafts.set(
+                    events[setup_events..]
+                        .iter()
+                        .map(|e| domain::chain::EventDraft {
+                            type_: e.type_.clone(),
+                            actor: e.actor.clone(),
+                            subject: e.subject.clone(),
+                            data: e.data.clone(),
+                        })
+                        .collect(),
+                );
+                Ok(t)
+            }
+        })
+        .await?;
+        let drafts = drafts.into_inner();
+        let baseline = median(args.runs, |_| {
+            let drafts = &drafts;
+            async move { raw::postgres_insert(&crate::fresh_pg(admin).await?, drafts, 1).await }
+        })
+        .await?;
+        report.add(Row {
+            what: format!("governed work items on one Postgres, {replicas} replica(s) ({n} Nodes, database CAS)"),
+            unit: "items/s",
+            ours: events_per_sec(n, ours),
+            baseline_name: format!(
+                "plain Postgres insert of the {} event rows they wrote, 1 per transaction",
+                drafts.len()
+            ),
+            baseline: events_per_sec(n, baseline),
+        });
+    }
+    Ok(())
+}
