@@ -29,7 +29,14 @@ pub fn is_gone(process: &str) -> bool {
     if boot_id().as_deref() != Some(boot) || pid_namespace().as_deref() != Some(ns) {
         return false;
     }
-    start_time(pid).as_deref() != Some(started)
+    match start_time(pid) {
+        Some(now) => now != started,
+        // `/proc/<pid>` hidden from this user (hidepid) is not proof of death: only "no such
+        // process" is.
+        None => i32::try_from(pid).is_ok_and(|p| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None) == Err(nix::errno::Errno::ESRCH)
+        }),
+    }
 }
 
 fn boot_id() -> Option<String> {

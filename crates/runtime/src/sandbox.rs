@@ -142,7 +142,19 @@ pub mod budgets {
 }
 
 impl Limits {
-    /// The limits a session's budgets set, with defaults for those it leaves out.
+    /// Only the limits the budgets set, without the defaults (for a Harness that runs
+    /// unconfined by choice: it keeps whatever limits it had, unless its authority says).
+    pub fn set_by(b: &std::collections::BTreeMap<String, u64>) -> Limits {
+        Limits {
+            cpu_seconds: b.get(budgets::CPU_SECONDS).copied(),
+            memory_bytes: b.get(budgets::MEMORY_BYTES).copied(),
+            file_bytes: b.get(budgets::FILE_BYTES).copied(),
+            processes: b.get(budgets::PROCESSES).copied(),
+            open_files: None,
+        }
+    }
+
+    /// The limits of a confined harness: what the budgets set, and defaults for the rest.
     pub fn from_budgets(b: &std::collections::BTreeMap<String, u64>) -> Limits {
         Limits {
             cpu_seconds: b.get(budgets::CPU_SECONDS).copied(),

@@ -86,13 +86,19 @@ impl Record {
 
 /// Run the session at `key`, whose lease this process holds, to its end.
 pub async fn run(ctx: Arc<Context>, key: ObjectKey) {
-    let renew = tokio::spawn(renew_lease(ctx.clone(), key.clone()));
-    let outcome = run_inner(&ctx, &key).await;
-    renew.abort();
-    if let Err(e) = outcome {
-        tracing::error!(session = %key, error = %e, "session could not be recorded");
-        let reason = format!("the session could not be run: {e}");
-        let _ = end(&ctx, &key, Record { fault: Some(reason), ..Default::default() }, SessionPhase::Failed).await;
+    // A process that loses the lease (another took it over after it could not renew) stops at
+    // once: dropping the run ends its harness, and it writes nothing more for the session.
+    tokio::select! {
+        outcome = run_inner(&ctx, &key) => {
+            if let Err(e) = outcome {
+                tracing::error!(session = %key, error = %e, "session could not be recorded");
+                let reason = format!("the session could not be run: {e}");
+                let _ = end(&ctx, &key, Record { fault: Some(reason), ..Default::default() }, SessionPhase::Failed).await;
+            }
+        }
+        why = renew_lease(ctx.clone(), key.clone()) => {
+            tracing::warn!(session = %key, "stopped running the session: {why}");
+        }
     }
     ctx.running.lock().expect("running lock").remove(&key);
 }
@@ -118,7 +124,7 @@ async fn run_inner(ctx: &Arc<Context>, key: &ObjectKey) -> crate::Result<()> {
         identity = identity.with_credential(t);
     }
     let journal = match loaded.harness.type_ {
-        HarnessType::Model => match StoredJournal::load(ctx, key, identity.actor()).await {
+        HarnessType::Model => match StoredJournal::open(ctx, &loaded, identity.actor()).await {
             Ok(j) => Some(Box::new(j) as Box<dyn Journal>),
             // A resumed session whose record cannot be trusted is not run on from it: it is
             // Degraded with the reason, and its Task's retry policy decides.
@@ -140,7 +146,16 @@ async fn run_inner(ctx: &Arc<Context>, key: &ObjectKey) -> crate::Result<()> {
             return end(ctx, key, record, SessionPhase::Failed).await;
         }
     };
-    let deadline = tokio::time::Instant::now() + loaded.timeout;
+    // A resumed session's time counts from its first start, not from each resumption.
+    let spent = match loaded.resumed {
+        true => status::<AgentSessionStatus>(&loaded.session)
+            .ok()
+            .and_then(|s| s.started_at)
+            .and_then(|t| (Utc::now() - t).to_std().ok())
+            .unwrap_or_default(),
+        false => Duration::ZERO,
+    };
+    let deadline = tokio::time::Instant::now() + loaded.timeout.saturating_sub(spent);
     let first = HostMessage::Session(Box::new(loaded.envelope.clone()));
     record.note("in", &serde_json::to_value(&first).unwrap_or_default());
     let alive = match harness.send(&first).await {
@@ -262,6 +277,7 @@ async fn handle(
                 authority: &loaded.spec.authority,
                 step_tools: loaded.step_tools.as_deref(),
                 resumed: loaded.resumed,
+                session_uid: loaded.session.metadata.uid.as_deref().unwrap_or_default(),
             };
             let (reply, budget_spent) = tools::call(ctx, &caller, &mut record.tool_calls, &id, &tool, &arguments).await;
             match budget_spent {
@@ -500,35 +516,44 @@ pub const MODEL_REPLY: &str = "model.reply";
 struct StoredJournal {
     ctx: Arc<Context>,
     session: ObjectKey,
+    /// The session's uid: a name is reused by a later incarnation, whose journal is its own.
+    uid: String,
     actor: String,
     replies: BTreeMap<u32, ChatReply>,
 }
 
 impl StoredJournal {
-    /// The journal of `session`, with the replies already recorded (none for a new session).
-    async fn load(ctx: &Arc<Context>, session: &ObjectKey, actor: String) -> Result<StoredJournal, String> {
+    /// The journal of the session, with the replies this incarnation already recorded when it is
+    /// being resumed (none for a session that starts).
+    async fn open(ctx: &Arc<Context>, loaded: &Loaded, actor: String) -> Result<StoredJournal, String> {
+        let session = loaded.session.key();
+        let uid = loaded.session.metadata.uid.clone().unwrap_or_default();
+        let mut journal =
+            StoredJournal { ctx: ctx.clone(), session: session.clone(), uid, actor, replies: BTreeMap::new() };
+        if !loaded.resumed {
+            return Ok(journal);
+        }
         let query = storage::EventQuery {
             types: vec![MODEL_REPLY.into()],
             subject: Some(session.to_string()),
             ..Default::default()
         };
         let events = ctx.store().events.query(&query).await.map_err(|e| format!("cannot read the journal: {e}"))?;
-        let mut replies = BTreeMap::new();
-        for e in events {
+        for e in events.into_iter().filter(|e| e.data["uid"] == journal.uid.as_str()) {
             let step = e.data["step"].as_u64().and_then(|s| u32::try_from(s).ok());
             let digest: Option<Digest> = e.data["digest"].as_str().and_then(|d| d.parse().ok());
             let (Some(step), Some(digest)) = (step, digest) else {
                 return Err(format!("the journal's event {} names no turn or digest", e.seq));
             };
-            if replies.contains_key(&step) {
+            if journal.replies.contains_key(&step) {
                 continue;
             }
             // A recorded reply that cannot be read back is not trusted: the session does not resume.
             let bytes = ctx.cas.resolve(&digest).await.map_err(|e| format!("turn {step} of the journal: {e}"))?;
             let reply = serde_json::from_slice(&bytes).map_err(|e| format!("turn {step} of the journal: {e}"))?;
-            replies.insert(step, reply);
+            journal.replies.insert(step, reply);
         }
-        Ok(StoredJournal { ctx: ctx.clone(), session: session.clone(), actor, replies })
+        Ok(journal)
     }
 }
 
@@ -546,6 +571,7 @@ impl Journal for StoredJournal {
             actor: self.actor.clone(),
             subject: self.session.to_string(),
             data: json!({
+                "uid": self.uid,
                 "step": step,
                 "digest": digest.to_string(),
                 "usage": {"inputTokens": reply.usage.input_tokens, "outputTokens": reply.usage.output_tokens},
@@ -642,7 +668,12 @@ async fn end_with(
         (None, Some(f)) => condition(ConditionStatus::False, "ReflectionMissing", f),
         (None, None) => condition(ConditionStatus::False, "ReflectionMissing", "no reflection was given"),
     };
+    let holder = ctx.config.holder.clone();
     ctx.patch_status::<AgentSessionStatus, _>(key, |_, s| {
+        // A process that lost the session to another writes nothing over the other's work.
+        if s.lease.as_ref().is_some_and(|l| l.holder != holder) {
+            return;
+        }
         s.phase = Some(phase);
         s.finished_at = Some(now);
         s.lease = None;
@@ -674,24 +705,36 @@ fn condition(status: ConditionStatus, reason: &str, message: &str) -> Condition 
     }
 }
 
-/// Keep the lease alive while the session runs.
-async fn renew_lease(ctx: Arc<Context>, key: ObjectKey) {
+/// Keep the lease alive while the session runs; returns (why) only once the lease is lost: held
+/// by another process, or not renewed before it expired.
+async fn renew_lease(ctx: Arc<Context>, key: ObjectKey) -> String {
     let every = ctx.config.lease_ttl / 3;
+    let ttl = chrono::Duration::from_std(ctx.config.lease_ttl).unwrap_or_default();
+    let mut renewed_at = Utc::now();
     loop {
         tokio::time::sleep(every).await;
         let now = Utc::now();
-        let ttl = chrono::Duration::from_std(ctx.config.lease_ttl).unwrap_or_default();
         let holder = ctx.config.holder.clone();
+        let mut other = None;
         let renewed = ctx
-            .patch_status::<AgentSessionStatus, _>(&key, |_, s| {
-                if let Some(lease) = s.lease.as_mut().filter(|l| l.holder == holder) {
+            .patch_status::<AgentSessionStatus, _>(&key, |_, s| match s.lease.as_mut() {
+                Some(lease) if lease.holder == holder => {
                     lease.renewed_at = now;
                     lease.expires_at = now + ttl;
                 }
+                Some(lease) => other = Some(lease.holder.clone()),
+                None => {}
             })
             .await;
-        if let Err(e) = renewed {
-            tracing::warn!(session = %key, error = %e, "lease renewal failed");
+        match renewed {
+            Ok(_) if other.is_some() => {
+                return format!("its lease is now held by {}", other.unwrap_or_default());
+            }
+            Ok(_) => renewed_at = now,
+            Err(e) => tracing::warn!(session = %key, error = %e, "lease renewal failed"),
+        }
+        if Utc::now() >= renewed_at + ttl {
+            return "its lease expired before it could be renewed".into();
         }
     }
 }
@@ -1071,7 +1114,7 @@ fn confinement(ctx: &Context, loaded: &Loaded, cmd: &CommandHarness) -> Result<(
 fn kept(ctx: &Context, loaded: &Loaded) -> Option<(PathBuf, Plan)> {
     let sandbox = &ctx.config.sandbox;
     let plan = Plan {
-        limits: Limits::from_budgets(&loaded.spec.authority.budgets),
+        limits: Limits::set_by(&loaded.spec.authority.budgets),
         cgroup: sandbox
             .cgroups
             .then(|| sandbox::cgroup_name(loaded.session.metadata.uid.as_deref().unwrap_or("session"))),

@@ -42,6 +42,8 @@ pub struct Caller<'a> {
     /// The session was resumed after its process died: a call it already made is answered
     /// from the record, not made again.
     pub resumed: bool,
+    /// The session's uid (its name may be reused by a later incarnation).
+    pub session_uid: &'a str,
 }
 
 /// Make one call and answer it; `spent` is the session's `tool_calls` so far, raised when the
@@ -87,6 +89,7 @@ async fn answer(
         subject: key.to_string(),
         data: json!({
             "session": caller.session.to_string(),
+            "sessionUid": caller.session_uid,
             "callId": id,
             "allowed": outcome.is_ok(),
             "reason": reason,
@@ -122,6 +125,7 @@ async fn recorded(
     let events = ctx.store().events.query(&query).await.ok()?;
     let made = events.into_iter().find(|e| {
         e.data["session"] == caller.session.to_string()
+            && e.data["sessionUid"] == caller.session_uid
             && e.data["callId"] == id
             && e.data["allowed"] == true
             && e.data["argumentsDigest"].as_str() == args.map(ToString::to_string).as_deref()

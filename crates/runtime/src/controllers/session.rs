@@ -72,11 +72,13 @@ impl Reconciler for Sessions {
             let holder = s.lease.as_ref().map(|l| l.holder.clone()).unwrap_or_else(|| "an unknown process".into());
             let how = if gone { "is gone" } else { "stopped renewing its lease" };
             let failure = format!(
-                "the process running it ({holder}) {how}; the session was not run again, so nothing it did or paid for is repeated"
+                "the process running it ({holder}) {how}; the session was not run on, and its Task's retry policy decides what follows"
             );
+            let seen = s.lease.clone();
             self.ctx
                 .patch_status::<AgentSessionStatus, _>(key, |_, st| {
-                    if matches!(st.phase, Some(SessionPhase::Running | SessionPhase::Reflecting)) {
+                    // Only the session as it was seen: not one another process took or renewed since.
+                    if matches!(st.phase, Some(SessionPhase::Running | SessionPhase::Reflecting)) && st.lease == seen {
                         st.phase = Some(SessionPhase::Degraded);
                         st.failure = Some(failure.clone());
                         st.finished_at = Some(now);
