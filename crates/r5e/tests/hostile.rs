@@ -69,6 +69,15 @@ impl Attack {
         }
     }
 
+    /// The run's events of type `kind`, one JSON object a line.
+    fn audit_log(&self, kind: &str) -> String {
+        let mut args = vec!["audit", "log", "--type", kind, "-o", "json", "--limit", "1000", "--data-dir"];
+        let data = self.data.display().to_string();
+        args.push(&data);
+        args.extend(self.store.iter().map(String::as_str));
+        text(&Command::new(env!("CARGO_BIN_EXE_r5e")).args(&args).output().unwrap().stdout)
+    }
+
     fn assert_chain_verifies(&self) {
         let mut args = vec!["audit".to_string(), "verify".into(), "--state".into(), "--data-dir".into()];
         args.push(self.data.display().to_string());
@@ -228,11 +237,7 @@ async fn forge_lineage_or_model_identity() {
     on_both_stores("forge-provenance", BUDGETS, &[], |a| {
         a.assert_contained();
         assert!(a.stdout().contains("is not a protocol message"), "{}", a.stdout());
-        let mut args = vec!["audit".to_string(), "log".into(), "--type".into(), "resource.created".into()];
-        args.extend(["-o".into(), "json".into(), "--limit".into(), "1000".into(), "--data-dir".into()]);
-        args.push(a.data.display().to_string());
-        args.extend(a.store.iter().cloned());
-        let log = text(&Command::new(env!("CARGO_BIN_EXE_r5e")).args(&args).output().unwrap().stdout);
+        let log = a.audit_log("resource.created");
         assert!(!log.contains("mallory-prime") && !log.contains("oracle") && !log.contains("forged.txt"), "{log}");
         // What it did produce names who really produced it.
         let findings = log
@@ -710,10 +715,7 @@ async fn touch_something_outside_its_scope() {
         assert!(answers["notes/2.4/../../secrets/key"].as_str().unwrap().contains("is not plain"));
         assert!(answers["/etc/passwd"].as_str().unwrap().contains("is not plain"));
         // Each refusal is a tool.call event, allowed false, with its reason.
-        let mut args = vec!["audit".to_string(), "log".into(), "--type".into(), "tool.call".into()];
-        args.extend(["-o".into(), "json".into(), "--data-dir".into(), a.data.display().to_string()]);
-        args.extend(a.store.iter().cloned());
-        let log = text(&Command::new(env!("CARGO_BIN_EXE_r5e")).args(&args).output().unwrap().stdout);
+        let log = a.audit_log("tool.call");
         let refused = log.lines().filter(|l| {
             l.contains("\"allowed\":false") && (l.contains("outside the session's scope") || l.contains("is not plain"))
         });

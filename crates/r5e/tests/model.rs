@@ -13,27 +13,28 @@ use serde_json::{Value, json};
 
 type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
 
-/// A chat-completions server whose model submits an artifact, then reflects, then finishes.
-async fn completions(State(seen): State<Seen>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
-    let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_string());
-    seen.lock().unwrap().push((auth, body.clone()));
+/// The reply of a chat-completions server whose model makes the tool calls of `turns` one turn
+/// each, in order (the turn is the number of tool results in the request), then finishes.
+fn scripted_reply(body: &Value, turns: &[(&str, Value)]) -> Json<Value> {
     let answered = body["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").count();
-    let call = |name: &str, args: Value| {
-        json!({"role": "assistant", "content": null, "tool_calls": [
+    let message = match turns.get(answered) {
+        Some((name, args)) => json!({"role": "assistant", "content": null, "tool_calls": [
             {"id": format!("call_{answered}"), "type": "function",
-             "function": {"name": name, "arguments": args.to_string()}}]})
-    };
-    let message = match answered {
-        0 => call(
-            "submit_artifact",
-            json!({"name": "explanation.txt", "content": "It admits, runs, reviews and records agent work."}),
-        ),
-        1 => call("reflect", json!({"wentWell": "Short", "wentBadly": "Generic", "couldImprove": "Give an example"})),
-        _ => json!({"role": "assistant", "content": "Finished."}),
+             "function": {"name": name, "arguments": args.to_string()}}]}),
+        None => json!({"role": "assistant", "content": "Finished."}),
     };
     Json(json!({"id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}}))
+}
+
+/// A chat-completions server whose model submits an artifact, then reflects, then finishes.
+async fn completions(State(seen): State<Seen>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
+    let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_string());
+    seen.lock().unwrap().push((auth, body.clone()));
+    let explanation = json!({"name": "explanation.txt", "content": "It admits, runs, reviews and records agent work."});
+    let reflection = json!({"wentWell": "Short", "wentBadly": "Generic", "couldImprove": "Give an example"});
+    scripted_reply(&body, &[("submit_artifact", explanation), ("reflect", reflection)])
 }
 
 /// Run examples/model-openai with its writer pointed at a local chat-completions server, the
@@ -165,21 +166,9 @@ async fn held_completions(State(h): State<Held>, headers: HeaderMap, Json(body):
 /// artifact, reflects and finishes.
 async fn stamping(State(seen): State<Seen>, Json(body): Json<Value>) -> Json<Value> {
     seen.lock().unwrap().push((None, body.clone()));
-    let answered = body["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").count();
-    let call = |name: &str, args: Value| {
-        json!({"role": "assistant", "content": null, "tool_calls": [
-            {"id": format!("call_{answered}"), "type": "function",
-             "function": {"name": name, "arguments": args.to_string()}}]})
-    };
-    let message = match answered {
-        0 => call("stamp", json!({})),
-        1 => call("submit_artifact", json!({"name": "explanation.txt", "content": "Stamped and explained."})),
-        2 => call("reflect", json!({"wentWell": "Short", "wentBadly": "Generic", "couldImprove": "More"})),
-        _ => json!({"role": "assistant", "content": "Finished."}),
-    };
-    Json(json!({"id": "chatcmpl-2", "object": "chat.completion", "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}}))
+    let explanation = json!({"name": "explanation.txt", "content": "Stamped and explained."});
+    let reflection = json!({"wentWell": "Short", "wentBadly": "Generic", "couldImprove": "More"});
+    scripted_reply(&body, &[("stamp", json!({})), ("submit_artifact", explanation), ("reflect", reflection)])
 }
 
 /// The Tool the stamping model calls, and what it needs to be called.
