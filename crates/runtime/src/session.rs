@@ -1097,32 +1097,30 @@ fn confinement(ctx: &Context, loaded: &Loaded, cmd: &CommandHarness) -> Result<(
         read_only: sandbox::without_hidden(&read, &sandbox.hidden),
         devices: sandbox::DEVICES.iter().map(PathBuf::from).collect(),
         connect_ports: ports,
-        limits: Limits::from_budgets(&loaded.spec.authority.budgets),
-        cgroup: sandbox
-            .cgroups
-            .then(|| sandbox::cgroup_name(loaded.session.metadata.uid.as_deref().unwrap_or("session"))),
-        parent: std::process::id() as i32,
-        landlock: true,
-        ..Default::default()
+        ..kept_plan(ctx, loaded, Limits::from_budgets(&loaded.spec.authority.budgets), true)
     };
     Ok((launcher, plan))
+}
+
+/// What every harness the launcher starts gets: its limits, the session's cgroup, this process as
+/// the keeper's parent; Landlock when `landlock`.
+fn kept_plan(ctx: &Context, loaded: &Loaded, limits: Limits, landlock: bool) -> Plan {
+    let uid = loaded.session.metadata.uid.as_deref().unwrap_or("session");
+    Plan {
+        limits,
+        cgroup: ctx.config.sandbox.cgroups.then(|| sandbox::cgroup_name(uid)),
+        parent: std::process::id() as i32,
+        landlock,
+        ..Default::default()
+    }
 }
 
 /// How an unconfined harness (`sandbox: none`) is started where this process has a launcher:
 /// through its keeper, without Landlock, so that its process tree still dies with the session
 /// and with r5e and stays within the session's limits. Without a launcher, it is started directly.
 fn kept(ctx: &Context, loaded: &Loaded) -> Option<(PathBuf, Plan)> {
-    let sandbox = &ctx.config.sandbox;
-    let plan = Plan {
-        limits: Limits::set_by(&loaded.spec.authority.budgets),
-        cgroup: sandbox
-            .cgroups
-            .then(|| sandbox::cgroup_name(loaded.session.metadata.uid.as_deref().unwrap_or("session"))),
-        parent: std::process::id() as i32,
-        landlock: false,
-        ..Default::default()
-    };
-    Some((sandbox.launcher.clone()?, plan))
+    let plan = kept_plan(ctx, loaded, Limits::set_by(&loaded.spec.authority.budgets), false);
+    Some((ctx.config.sandbox.launcher.clone()?, plan))
 }
 
 /// The launcher of confined harnesses, or (failing closed) why there is none: this process has
