@@ -74,12 +74,15 @@ pub async fn open_cas(data: &DataDir) -> Result<Cas> {
     }
 }
 
-/// The Postgres backend of `--database-url`, for a choice that needs it (`what`).
+/// A small pool on the Postgres database of `--database-url`, for a choice that needs it
+/// (`what`): blobs and keys need no LISTEN connection and few connections.
 async fn postgres(data: &DataDir, what: &str) -> Result<PostgresBackend> {
     let Some(url) = &data.database_url else {
         bail!("{what} needs --database-url (the blobs and keys are kept in that database)")
     };
-    PostgresBackend::open(url).await.context("cannot open the Postgres store")
+    let connect = url.parse().context("the database URL is not valid")?;
+    let options = storage_postgres::Options { max_connections: 4, listen: false, ..Default::default() };
+    PostgresBackend::open_with(connect, options).await.context("cannot open the Postgres store")
 }
 
 /// The name of the sessions' token key among the keys a database keeps.
