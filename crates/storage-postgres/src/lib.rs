@@ -13,6 +13,7 @@
 
 mod cas;
 mod graph;
+mod leases;
 mod log;
 mod selector_sql;
 #[cfg(feature = "testing")]

@@ -502,3 +502,71 @@ impl GraphBackend for SqliteBackend {
         Ok(hits)
     }
 }
+
+/// Milliseconds since the Unix epoch by this machine's clock: every process on one SQLite file
+/// runs on one machine, so they share it.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[async_trait]
+impl storage::LeaseBackend for SqliteBackend {
+    async fn acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        process: Option<&str>,
+        ttl: Duration,
+        take_from: Option<&str>,
+    ) -> Result<bool> {
+        let now = now_ms();
+        // The upsert's WHERE decides whether an existing lease may be taken; a refused update
+        // changes no row.
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, process, expires_ms) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, process = excluded.process, \
+             expires_ms = excluded.expires_ms \
+             WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?5 OR leases.holder = ?6",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(process)
+        .bind(now + ttl.as_millis() as i64)
+        .bind(now)
+        .bind(take_from)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release(&self, name: &str, holder: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM leases WHERE name = ?1 AND holder = ?2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<storage::Lease>> {
+        let rows = sqlx::query(
+            "SELECT name, holder, process, expires_ms FROM leases WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let now = now_ms();
+        Ok(rows
+            .into_iter()
+            .map(|row| storage::Lease {
+                name: row.get(0),
+                holder: row.get(1),
+                process: row.get(2),
+                remaining: storage::remaining_ms(row.get::<i64, _>(3) - now),
+            })
+            .collect())
+    }
+}

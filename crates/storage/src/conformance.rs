@@ -1,4 +1,4 @@
-//! The conformance suite: one async function per behaviour of the three contracts. Every backend
+//! The conformance suite: one async function per behaviour of the storage contracts. Every backend
 //! runs all of them, through [`graph_and_log_conformance!`](crate::graph_and_log_conformance) and
 //! [`cas_conformance!`](crate::cas_conformance), which expand into one named test per case.
 //!
@@ -722,6 +722,77 @@ pub async fn a_full_disk_fails_writes_until_space_returns(f: &dyn Fixture) {
     store(f).await.graph.create(graph_res("default", "after"), "user:test").await.unwrap();
 }
 
+/// A lease is held by one holder at a time: taken when free, renewed by its holder, refused to
+/// anyone else, released only by its holder, seen alike through a second handle, and listed by
+/// prefix in name order.
+pub async fn leases_are_held_renewed_and_released(f: &dyn Fixture) {
+    let a = store(f).await.leases;
+    let b = store(f).await.leases;
+    let ttl = Duration::from_secs(60);
+    assert!(a.acquire("shard/1", "one", Some("proc-1"), ttl, None).await.unwrap());
+    assert!(!b.acquire("shard/1", "two", None, ttl, None).await.unwrap(), "a held lease is refused");
+    assert!(a.acquire("shard/1", "one", Some("proc-1"), ttl, None).await.unwrap(), "its holder renews it");
+    assert!(b.acquire("shard/2", "two", None, ttl, None).await.unwrap());
+    assert!(a.acquire("member/one", "one", None, ttl, None).await.unwrap());
+    let listed = b.list("shard/").await.unwrap();
+    let names: Vec<(&str, &str)> = listed.iter().map(|l| (l.name.as_str(), l.holder.as_str())).collect();
+    assert_eq!(names, [("shard/1", "one"), ("shard/2", "two")]);
+    assert_eq!(listed[0].process.as_deref(), Some("proc-1"));
+    assert!(listed.iter().all(|l| !l.lapsed() && l.remaining <= ttl), "{listed:?}");
+    assert!(!b.release("shard/1", "two").await.unwrap(), "only the holder releases");
+    assert!(a.release("shard/1", "one").await.unwrap());
+    assert!(!a.release("shard/1", "one").await.unwrap(), "released once");
+    assert!(b.acquire("shard/1", "two", None, ttl, None).await.unwrap(), "a released lease is free");
+    for bad in [("", "one", ttl), ("x", "", ttl), ("x", "one", Duration::ZERO), ("x", "one", Duration::from_secs(7200))]
+    {
+        assert!(matches!(a.acquire(bad.0, bad.1, None, bad.2, None).await, Err(Error::Invalid(_))), "{bad:?}");
+    }
+    assert!(matches!(a.acquire(&"n".repeat(300), "one", None, ttl, None).await, Err(Error::Invalid(_))));
+}
+
+/// A lease that lapsed is listed as lapsed and taken by the next caller; one whose holder the
+/// caller names as dead is taken before it lapses; nobody else's is.
+pub async fn leases_lapse_or_are_taken_from_the_dead(f: &dyn Fixture) {
+    let l = store(f).await.leases;
+    let long = Duration::from_secs(60);
+    assert!(l.acquire("shard/a", "dead", None, long, None).await.unwrap());
+    assert!(!l.acquire("shard/a", "new", None, long, Some("someone-else")).await.unwrap());
+    assert!(l.acquire("shard/a", "new", None, long, Some("dead")).await.unwrap(), "the dead holder's is taken");
+    assert_eq!(l.list("shard/a").await.unwrap()[0].holder, "new");
+
+    assert!(l.acquire("shard/b", "brief", None, Duration::from_millis(200), None).await.unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = l.list("shard/b").await.unwrap();
+        if listed[0].lapsed() {
+            break;
+        }
+        if listed[0].remaining > Duration::from_millis(100) {
+            assert!(!l.acquire("shard/b", "next", None, long, None).await.unwrap(), "held until it lapses");
+        }
+        assert!(std::time::Instant::now() < deadline, "a 200 ms lease has not lapsed after 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(l.acquire("shard/b", "next", None, long, None).await.unwrap(), "a lapsed lease is taken");
+}
+
+/// Many processes racing for one lease: exactly one wins.
+pub async fn concurrent_acquires_have_one_winner(f: &dyn Fixture) {
+    let handles = [store(f).await.leases, store(f).await.leases];
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let l = handles[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            l.acquire("contested", &format!("holder-{i}"), None, Duration::from_secs(60), None).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+}
+
 async fn cas(f: &dyn CasFixture) -> Cas {
     Cas::new(f.open().await)
 }
@@ -822,7 +893,8 @@ macro_rules! graph_and_log_conformance {
             a_full_disk_fails_writes_until_space_returns,
             state_of_an_untouched_store_matches, state_edited_row_is_named, state_rolled_back_row_is_named,
             state_removed_and_made_up_rows_are_named, state_check_while_writing_reports_nothing_false,
-            batched_reads_match_single_queries);
+            batched_reads_match_single_queries, leases_are_held_renewed_and_released,
+            leases_lapse_or_are_taken_from_the_dead, concurrent_acquires_have_one_winner);
     };
 }
 

@@ -4,6 +4,8 @@
 //!   `query_by_labels` (plus `update_status` and `delete`, which the API needs).
 //! - **Event Log** ([`EventLog`]): `append`, `query`, `verify_chain`, `stream`.
 //! - **CAS** ([`Cas`]): `store`, `resolve`, `exists`, `delete`, `list_digests`.
+//! - **Leases** ([`Leases`]): `acquire`, `release`, `list`: short claims that divide live work
+//!   between the processes on one store; liveness, not truth, and not on the chain.
 //!
 //! Each contract is a small object-safe backend trait ([`GraphBackend`], [`LogBackend`],
 //! [`CasBackend`]) wrapped by a cloneable handle that owns every rule that must not differ between
@@ -17,6 +19,7 @@ mod cas_fs;
 mod error;
 mod events;
 mod graph;
+mod leases;
 mod sequencer;
 mod state;
 mod store;
@@ -30,6 +33,7 @@ pub use cas_fs::FsCas;
 pub use error::Error;
 pub use events::{EventLog, EventQuery, LogBackend, StoredEvent};
 pub use graph::{Direction, Graph, GraphBackend, Hit, ListQuery, Page, TraverseQuery, parse_row};
+pub use leases::{Lease, LeaseBackend, Leases, MAX_TTL, remaining_ms};
 pub use sequencer::CommitStats;
 pub use state::{StateReport, StoredCheck};
 pub use store::{Backend, Store};

@@ -7,11 +7,12 @@ use std::time::Duration;
 use crate::Result;
 use crate::events::{EventLog, LogBackend};
 use crate::graph::{Graph, GraphBackend};
+use crate::leases::{LeaseBackend, Leases};
 use crate::sequencer::Sequencer;
 
-/// A database that serves both Graph Storage and the Event Log.
-pub trait Backend: GraphBackend + LogBackend {}
-impl<T: GraphBackend + LogBackend> Backend for T {}
+/// A database that serves Graph Storage, the Event Log and Leases.
+pub trait Backend: GraphBackend + LogBackend + LeaseBackend {}
+impl<T: GraphBackend + LogBackend + LeaseBackend> Backend for T {}
 
 /// The durable control plane and the event log, opened over one backend.
 #[derive(Clone, Debug)]
@@ -20,6 +21,8 @@ pub struct Store {
     pub graph: Graph,
     /// The Event Log.
     pub events: EventLog,
+    /// Leases on the same database.
+    pub leases: Leases,
 }
 
 impl Store {
@@ -34,8 +37,9 @@ impl Store {
     /// As [`Store::open`], with the poll interval of live streams.
     pub async fn open_with_poll(backend: Arc<dyn Backend>, poll: Duration) -> Result<Store> {
         let log: Arc<dyn LogBackend> = backend.clone();
+        let leases = Leases::new(backend.clone());
         let head = log.head().await?;
         let sequencer = Sequencer::start(log.clone(), head.seq);
-        Ok(Store { graph: Graph::new(backend, sequencer.clone()), events: EventLog::new(log, sequencer, poll) })
+        Ok(Store { graph: Graph::new(backend, sequencer.clone()), events: EventLog::new(log, sequencer, poll), leases })
     }
 }

@@ -87,7 +87,7 @@ pub struct Server {
 
 /// Where events come from: the store, or a server's `/r5e/v1/events`.
 enum Source {
-    Store(Store),
+    Store(Box<Store>),
     Server(client::Client),
 }
 
@@ -102,7 +102,7 @@ impl Source {
                 };
                 Ok(Source::Server(remote.connect()?))
             }
-            None => Ok(Source::Store(open_existing_store(data).await?)),
+            None => Ok(Source::Store(Box::new(open_existing_store(data).await?))),
         }
     }
 
