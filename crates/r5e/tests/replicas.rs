@@ -1,5 +1,5 @@
 //! Replicas: three `r5e serve` processes on one Postgres database, with the CAS and the sessions'
-//! token key in the database. One of them is killed with SIGKILL while it runs a session; the
+//! token key in the database, the controllers' shards divided between them. One of them is killed with SIGKILL while it runs a session; the
 //! other two finish the work, every artifact is readable through any of them, and the chain and
 //! the stored state verify.
 
@@ -79,6 +79,12 @@ async fn replicas_share_the_work_and_finish_what_a_killed_one_started() {
     std::fs::write(root.join("10-agents.yaml"), slow).unwrap();
 
     let mut replicas: Vec<Replica> = (0..3).map(|i| replica(dir.path(), i, &url, &root)).collect();
+    // The controllers' shards are divided between the three: every shard held once, by a live
+    // replica, and each replica holding some.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let pids: Vec<u32> = replicas.iter().map(|r| r.server.child.id()).collect();
+    let spread = wait_for_shards(&pool, &pids, 3).await;
+    assert_eq!(spread.iter().sum::<usize>(), runtime::shards::SHARDS as usize, "{spread:?}");
     let applied = r5e_in(&replicas[0].data, &["apply", "-f", root.to_str().unwrap()]);
     assert!(applied.status.success(), "{}", text(&applied.stderr));
 
@@ -98,6 +104,9 @@ async fn replicas_share_the_work_and_finish_what_a_killed_one_started() {
     let mut server = killed.server;
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+    // The two left take the dead one's shards between them.
+    let pids: Vec<u32> = replicas.iter().map(|r| r.server.child.id()).collect();
+    wait_for_shards(&pool, &pids, 2).await;
 
     // The others finish the work: the session the killed one held is Degraded, and its Task tried
     // again on a live replica.
@@ -155,4 +164,30 @@ async fn replicas_share_the_work_and_finish_what_a_killed_one_started() {
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     let work = killed.work.to_str().unwrap();
     assert!(!text(&ps.stdout).lines().any(|l| l.contains(work)), "{}", text(&ps.stdout));
+}
+
+/// Wait until the shard leases are held, unlapsed, by exactly the processes `pids` (each holding
+/// at least one, `members` of them in all) and nobody else; how many each holds.
+async fn wait_for_shards(pool: &sqlx::PgPool, pids: &[u32], members: usize) -> Vec<usize> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT holder, count(*) FROM leases WHERE name LIKE 'shard/%' \
+             AND expires_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint GROUP BY holder ORDER BY holder",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let by_pid: Vec<(Option<u32>, usize)> = rows
+            .iter()
+            .map(|(h, n)| (h.strip_prefix("r5e-").and_then(|r| r.split('-').next()?.parse().ok()), *n as usize))
+            .collect();
+        let total: usize = by_pid.iter().map(|(_, n)| n).sum();
+        let ours = by_pid.iter().all(|(pid, _)| pid.is_some_and(|p| pids.contains(&p)));
+        if ours && by_pid.len() == members && total == runtime::shards::SHARDS as usize {
+            return by_pid.into_iter().map(|(_, n)| n).collect();
+        }
+        assert!(Instant::now() < deadline, "the shards are not divided between {pids:?}: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

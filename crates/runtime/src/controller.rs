@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
+use crate::shards::Shards;
 
 /// What to do after a reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,26 +156,34 @@ impl Queue {
 }
 
 /// Run `reconcilers` until `stop` is cancelled: their workers, the wake-ups from the event
-/// log, and a full resync every `resync`. Returns an error if the event stream fails (the
+/// log, and a full resync every `resync` and whenever this process gains a shard. A key is
+/// reconciled only while this process holds its shard. Returns an error if the event stream fails (the
 /// supervisor then starts it again, and the resync at start repairs what was missed).
 pub async fn run(
     store: Store,
     reconcilers: Vec<Arc<dyn Reconciler>>,
+    shards: Arc<Shards>,
     resync: Duration,
     stop: CancellationToken,
 ) -> Result<()> {
+    let mut gains = shards.gains();
     let head = store.events.head().await?.seq;
     let queues: Vec<Arc<Queue>> = reconcilers.iter().map(|_| Arc::new(Queue::default())).collect();
     let mut workers = tokio::task::JoinSet::new();
     for (r, q) in reconcilers.iter().zip(&queues) {
         for _ in 0..r.workers().max(1) {
-            let (r, q, stop) = (r.clone(), q.clone(), stop.clone());
+            let (r, q, stop, shards) = (r.clone(), q.clone(), stop.clone(), shards.clone());
             workers.spawn(async move {
                 loop {
                     let key = tokio::select! {
                         _ = stop.cancelled() => return,
                         k = q.take() => k,
                     };
+                    // Another process reconciles it; a shard gained later brings it back.
+                    if !shards.owns(&key) {
+                        q.done(&key, &Ok(Next::Done));
+                        continue;
+                    }
                     let outcome = r.reconcile(&key).await;
                     if let Err(e) = &outcome {
                         tracing::warn!(key = %key, error = %e, "reconcile failed; it will be retried");
@@ -212,6 +221,11 @@ pub async fn run(
         tokio::select! {
             _ = stop.cancelled() => break Ok(()),
             _ = ticker.tick() => {
+                if let Err(e) = resync_all().await {
+                    break Err(e);
+                }
+            }
+            Ok(()) = gains.changed() => {
                 if let Err(e) = resync_all().await {
                     break Err(e);
                 }
