@@ -21,6 +21,7 @@ mod identity;
 mod policies;
 mod stages;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -159,12 +160,15 @@ pub struct Admission {
     store: Store,
     policies: policies::Cache,
     credentials: Option<Arc<dyn Credentials>>,
+    /// One lock per session creating Nodes: its `nodes` budget is counted and the Node written
+    /// under it, so that creates racing in this process cannot all pass the count.
+    planning: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Admission {
     /// Admission over `store`.
     pub fn new(store: Store) -> Admission {
-        Admission { store, policies: policies::Cache::default(), credentials: None }
+        Admission { store, policies: policies::Cache::default(), credentials: None, planning: Default::default() }
     }
 
     /// Check the credentials identities present with `credentials`. Without it, an identity
@@ -413,6 +417,17 @@ impl Admission {
         if let Err(e) = self.check_credential(who, op.action().as_str(), &key, None, None).await {
             return Err(self.record_refusal(who, op.action().as_str(), &key, e).await);
         }
+        // A session's Node creates, one at a time: the count of its `nodes` budget and the write.
+        let planning = (who.principal.kind == PrincipalKind::Session && op == Operation::Create && key.kind == "Node")
+            .then(|| {
+                let mut locks = self.planning.lock().expect("planning lock");
+                locks.retain(|_, l| Arc::strong_count(l) > 1);
+                locks.entry(who.principal.id.clone()).or_default().clone()
+            });
+        let _planning = match &planning {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
         let set = self.policies.current(&self.store).await;
         match stages::run(&self.store, &set, who, op, &object).await {
             Err((error, policies)) => {

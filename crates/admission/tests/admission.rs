@@ -294,6 +294,42 @@ async fn the_identity_gate_keeps_actors_in_their_place() {
     assert!(d.iter().any(|d| d["actor"] == "session:w/s1" && d["verdict"] == "deny" && d["stage"] == "identity"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_node_creates_of_one_session_do_not_overspend_its_nodes_budget() {
+    let f = fixture().await;
+    let a = admin();
+    f.admission
+        .create(&a, manifest("Policy", "r5e-system", "open", json!({"cedar": "permit(principal, action, resource);"})))
+        .await
+        .unwrap();
+    f.admission.create(&a, graph("w", "g", &["fs.read"])).await.unwrap();
+    let held = Authority {
+        capabilities: ["fs.read".to_string()].into(),
+        scope: ["r5e:Node/*".to_string()].into(),
+        budgets: [("tool_calls".to_string(), 10), ("nodes".to_string(), 3)].into(),
+        ..Authority::default()
+    };
+    let session = Identity::session("w", "s1", held);
+    let within = json!({"capabilities": ["fs.read"], "budgets": {"tool_calls": 1, "nodes": 0}});
+    let admission = std::sync::Arc::new(f.admission);
+    let creates: Vec<_> = (0..16)
+        .map(|i| {
+            let (admission, session) = (admission.clone(), session.clone());
+            let mut n = node("w", &format!("part-{i}"), "g", Some(within.clone()));
+            n["metadata"]["labels"] = json!({"r5e.ai/planned-by": "s1"});
+            tokio::spawn(async move { admission.create(&session, n).await })
+        })
+        .collect();
+    let mut made = 0;
+    for c in creates {
+        match c.await.unwrap() {
+            Ok(_) => made += 1,
+            Err(e) => assert!(e.to_string().contains("budget `nodes` of 3 is spent"), "{e}"),
+        }
+    }
+    assert_eq!(made, 3, "16 creates at once, a budget of 3");
+}
+
 #[tokio::test]
 async fn artifacts_are_immutable_and_status_goes_through_its_own_write() {
     let f = fixture().await;
