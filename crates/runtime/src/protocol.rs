@@ -78,6 +78,52 @@ pub struct Envelope {
     pub review: Option<Document>,
     /// A directory the harness may use as scratch space.
     pub workspace: String,
+    /// For a session taken up again after its process died: what was recorded before. The
+    /// harness must answer `resume` first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
+}
+
+/// What a resumed session had done, as the chain and the CAS recorded it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resume {
+    /// How many times the session has been taken up again, this one included.
+    pub resumed: u32,
+    /// The Artifacts it recorded (outputs, verdict, decline, reflection): each stays recorded and
+    /// counts for the session; sending one again records nothing new.
+    pub artifacts: Vec<ResumedArtifact>,
+    /// The tool calls that ran to an answer. A call made again with the same `id` and arguments
+    /// gets the recorded answer; one that was running when the process died is refused.
+    pub tool_calls: Vec<ResumedCall>,
+}
+
+/// An Artifact a resumed session had recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumedArtifact {
+    /// `Output`, `Review`, `Decline` or `Reflection`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The name the harness gave it (outputs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The Artifact resource.
+    pub artifact: String,
+    /// `sha256:...` of its bytes.
+    pub digest: String,
+}
+
+/// A tool call a resumed session had made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumedCall {
+    /// The harness's id for it.
+    pub id: String,
+    /// The Tool.
+    pub tool: String,
+    /// Whether it was allowed.
+    pub ok: bool,
 }
 
 /// The session, as the harness sees it.
@@ -170,6 +216,15 @@ pub struct ToolInfo {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AgentMessage {
+    /// The answer to an envelope carrying `resume`: the first line of a resumed session, and
+    /// only there.
+    Resume {
+        /// Whether it takes the session up from what was recorded.
+        accept: bool,
+        /// Why not, when it refuses.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Call a Tool; r5e answers with `tool_result`.
     ToolCall {
         /// An id the harness chooses, echoed in the result.
@@ -263,6 +318,7 @@ impl AgentMessage {
     /// The message's `type`, for errors and the transcript.
     pub fn type_name(&self) -> &'static str {
         match self {
+            AgentMessage::Resume { .. } => "resume",
             AgentMessage::ToolCall { .. } => "tool_call",
             AgentMessage::Artifact { .. } => "artifact",
             AgentMessage::Verdict { .. } => "verdict",

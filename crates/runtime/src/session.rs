@@ -74,6 +74,9 @@ struct Record {
     /// Bytes of the artifacts produced so far (the transcript aside).
     artifact_bytes: u64,
     transcript: Vec<u8>,
+    /// For a resumed command session, the outputs recorded before (the name the harness gave,
+    /// the digest): sending one again records nothing new.
+    restored: Vec<(String, Digest)>,
 }
 
 impl Record {
@@ -156,9 +159,46 @@ async fn run_inner(ctx: &Arc<Context>, key: &ObjectKey) -> crate::Result<()> {
         false => Duration::ZERO,
     };
     let deadline = tokio::time::Instant::now() + loaded.timeout.saturating_sub(spent);
-    let first = HostMessage::Session(Box::new(loaded.envelope.clone()));
+    let mut envelope = loaded.envelope.clone();
+    if loaded.resumed && loaded.harness.type_ == HarnessType::Command {
+        match restore(ctx, &loaded, &mut record).await {
+            Ok(resume) => envelope.resume = Some(resume),
+            Err(reason) => {
+                record.fault = Some(format!("the session cannot be resumed: {reason}"));
+                drop(harness.finish().await);
+                return end(ctx, key, record, SessionPhase::Degraded).await;
+            }
+        }
+    }
+    let asks_resume = envelope.resume.is_some();
+    let first = HostMessage::Session(Box::new(envelope));
     record.note("in", &serde_json::to_value(&first).unwrap_or_default());
-    let alive = match harness.send(&first).await {
+    let sent = harness.send(&first).await;
+    if asks_resume && sent.is_ok() {
+        // The first line must be the harness's answer; anything else is a refusal.
+        let refused = match tokio::time::timeout_at(deadline, harness.next()).await {
+            Ok(Ok(Some(AgentMessage::Resume { accept: true, .. }))) => None,
+            Ok(Ok(Some(AgentMessage::Resume { accept: false, reason }))) => Some(format!(
+                "the harness refused to resume it: {}",
+                reason.unwrap_or_else(|| "no reason given".into())
+            )),
+            Ok(Ok(Some(other))) => {
+                Some(format!("the harness answered the resumed envelope with `{}`, not `resume`", other.type_name()))
+            }
+            Ok(Ok(None)) => Some("the harness ended without answering the resumed envelope".into()),
+            Ok(Err(fault)) => Some(format!("the harness did not answer the resumed envelope: {fault}")),
+            Err(_) => Some("the harness did not answer the resumed envelope in time".into()),
+        };
+        record.note("out", &json!({"type": "resume", "accept": refused.is_none()}));
+        if let Some(reason) = refused {
+            record.fault = Some(format!("the session cannot be resumed: {reason}"));
+            let ended = harness.finish().await;
+            record.note("note", &json!({"harness": ended}));
+            let usage = harness.usage();
+            return end_with(ctx, key, record, SessionPhase::Degraded, Some(&loaded), usage).await;
+        }
+    }
+    let alive = match sent {
         Ok(()) => converse(ctx, &loaded, &identity, harness.as_mut(), &mut record, deadline).await,
         Err(f) => {
             record.fault = Some(f.to_string());
@@ -270,6 +310,9 @@ async fn handle(
     let role = loaded.spec.role;
     let key = loaded.session.key();
     match message {
+        AgentMessage::Resume { .. } => {
+            Err("`resume` is sent once, as the first line, and only when the envelope carries `resume`".into())
+        }
         AgentMessage::ToolCall { id, tool, arguments } => {
             let caller = Caller {
                 identity,
@@ -296,6 +339,12 @@ async fn handle(
                     .map_err(|e| format!("artifact `{name}`: contentBase64 is not base64: {e}"))?,
                 _ => return Err(format!("artifact `{name}` needs exactly one of content and contentBase64")),
             };
+            // Recorded before the session's process died, and kept: nothing new to record.
+            let digest = Digest::of(&bytes);
+            if let Some(at) = record.restored.iter().position(|(n, d)| *n == name && *d == digest) {
+                record.restored.remove(at);
+                return Ok(None);
+            }
             spend_artifact_bytes(loaded, record, bytes.len())?;
             record.outputs += 1;
             let suffix = format!("out-{}", record.outputs);
@@ -406,6 +455,77 @@ async fn handle(
             Ok(None)
         }
     }
+}
+
+/// For a command session taken up again: put what it recorded before back in `record` (its
+/// Artifacts, its allowed tool calls, the bytes it spent) and tell the harness, in the envelope's
+/// `resume`. The record is what the chain and the CAS hold for this incarnation (uid), nothing
+/// the dead process kept in memory.
+async fn restore(ctx: &Context, loaded: &Loaded, record: &mut Record) -> Result<protocol::Resume, String> {
+    let session = &loaded.session;
+    let key = session.key();
+    let uid = session.metadata.uid.clone().unwrap_or_default();
+    let mut resume = protocol::Resume {
+        resumed: status::<AgentSessionStatus>(session).map(|s| s.resumed).unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut artifacts = ctx
+        .list("Artifact", &key.namespace, &[(labels::SESSION, &key.name)])
+        .await
+        .map_err(|e| format!("cannot list its Artifacts: {e}"))?;
+    // Only this incarnation's: a session of the same name that was deleted and made again left
+    // its own.
+    let created = session.metadata.creation_timestamp.clone().unwrap_or_default();
+    artifacts.retain(|a| a.metadata.creation_timestamp.clone().unwrap_or_default() >= created);
+    artifacts.sort_by_key(|a| a.resource_version());
+    for a in &artifacts {
+        let spec: ArtifactSpec = spec(a).map_err(|e| format!("{}: {e}", a.key()))?;
+        let r = local_ref(&a.metadata.name);
+        let given = a.metadata.annotations.get("r5e.ai/artifact-name").cloned();
+        record.artifact_bytes += spec.size;
+        match spec.artifact_type {
+            ArtifactType::Output => {
+                record.outputs += 1;
+                record.artifacts.push(r);
+                record.restored.push((given.clone().unwrap_or_default(), spec.digest));
+            }
+            ArtifactType::Review => {
+                record.artifacts.push(r.clone());
+                record.verdict = Some(r);
+            }
+            ArtifactType::Reflection => {
+                record.artifacts.push(r.clone());
+                record.reflection = Some(r);
+            }
+            ArtifactType::Decline => {
+                let bytes = ctx.cas.resolve(&spec.digest).await.map_err(|e| format!("{}: {e}", a.key()))?;
+                let body: Decline = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", a.key()))?;
+                record.artifacts.push(r);
+                record.decline = Some(body);
+            }
+            // Transcripts are written at the end; nothing else belongs to a session.
+            _ => continue,
+        }
+        let type_ = serde_json::to_value(spec.artifact_type).ok().and_then(|v| v.as_str().map(String::from));
+        resume.artifacts.push(protocol::ResumedArtifact {
+            type_: type_.unwrap_or_default(),
+            name: given,
+            artifact: a.metadata.name.clone(),
+            digest: spec.digest.to_string(),
+        });
+    }
+    let query = storage::EventQuery { types: vec!["tool.call".into()], ..Default::default() };
+    let calls = ctx.store().events.query(&query).await.map_err(|e| format!("cannot read its tool calls: {e}"))?;
+    for e in calls.iter().filter(|e| e.data["session"] == key.to_string() && e.data["sessionUid"] == uid.as_str()) {
+        let ok = e.data["allowed"] == true;
+        record.tool_calls += u64::from(ok);
+        resume.tool_calls.push(protocol::ResumedCall {
+            id: e.data["callId"].as_str().unwrap_or_default().to_string(),
+            tool: e.subject.rsplit('/').next().unwrap_or_default().to_string(),
+            ok,
+        });
+    }
+    Ok(resume)
 }
 
 /// Count `len` more artifact bytes against the session's `artifact_bytes` budget; `Err` ends the
@@ -879,6 +999,7 @@ async fn load(ctx: &Context, key: &ObjectKey) -> Result<Loaded, String> {
         authority: s.authority.clone(),
         review,
         workspace: workspace.display().to_string(),
+        resume: None,
     };
     let resumed = status::<AgentSessionStatus>(&session).map(|st| st.resumed > 0).unwrap_or(false);
     Ok(Loaded {

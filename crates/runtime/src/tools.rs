@@ -72,13 +72,23 @@ async fn answer(
     let key = ObjectKey::new("Tool", &caller.session.namespace, tool);
     let args_bytes = serde_json::to_vec(args).unwrap_or_default();
     let args_digest = ctx.cas.store(args_bytes).await.ok();
-    if caller.resumed
-        && let Some(result) = recorded(ctx, caller, &key, id, args_digest.as_ref()).await
-    {
-        *spent += 1;
-        return HostMessage::ToolResult { id: id.into(), ok: true, result: Some(result), error: None };
+    if caller.resumed {
+        match recorded(ctx, caller, &key, id, args_digest.as_ref()).await {
+            Recorded::Made(result) => {
+                *spent += 1;
+                return HostMessage::ToolResult { id: id.into(), ok: true, result: Some(result), error: None };
+            }
+            Recorded::InFlight => {
+                *spent += 1;
+                let error = "this call was running when the session's process died; whether it took effect is \
+                             unknown, so it is not made again"
+                    .to_string();
+                return HostMessage::ToolResult { id: id.into(), ok: false, result: None, error: Some(error) };
+            }
+            Recorded::Nothing => {}
+        }
     }
-    let outcome = checked_run(ctx, caller, spent, &key, args).await;
+    let outcome = checked_run(ctx, caller, spent, &key, args, id, args_digest.as_ref()).await;
     let (result_digest, reason) = match &outcome {
         Ok(v) => (ctx.cas.store(serde_json::to_vec(v).unwrap_or_default()).await.ok(), None),
         Err(e) => (None, Some(e.clone())),
@@ -111,27 +121,49 @@ async fn answer(
     }
 }
 
-/// The result of the call `id` with these arguments that the session already made (before its
-/// process died), if it was allowed and its result is in the CAS.
-async fn recorded(
-    ctx: &Context,
-    caller: &Caller<'_>,
-    key: &ObjectKey,
-    id: &str,
-    args: Option<&Digest>,
-) -> Option<Value> {
-    let query =
-        storage::EventQuery { types: vec!["tool.call".into()], subject: Some(key.to_string()), ..Default::default() };
-    let events = ctx.store().events.query(&query).await.ok()?;
-    let made = events.into_iter().find(|e| {
+/// The event written just before a Tool's program starts, after every check passed.
+pub const TOOL_INTENT: &str = "tool.intent";
+
+/// What the chain says of a call a resumed session makes again.
+enum Recorded {
+    /// It was made, and this is its result.
+    Made(Value),
+    /// Its program was started and never reported: it may have taken effect.
+    InFlight,
+    /// It was not made (never reached, or refused): it is checked and made now.
+    Nothing,
+}
+
+/// What became of the call `id` with these arguments that the session made before its process
+/// died (see [`Recorded`]).
+async fn recorded(ctx: &Context, caller: &Caller<'_>, key: &ObjectKey, id: &str, args: Option<&Digest>) -> Recorded {
+    let query = storage::EventQuery {
+        types: vec!["tool.call".into(), TOOL_INTENT.into()],
+        subject: Some(key.to_string()),
+        ..Default::default()
+    };
+    let Ok(events) = ctx.store().events.query(&query).await else { return Recorded::Nothing };
+    let this_call = |e: &&domain::chain::Event| {
         e.data["session"] == caller.session.to_string()
             && e.data["sessionUid"] == caller.session_uid
             && e.data["callId"] == id
-            && e.data["allowed"] == true
             && e.data["argumentsDigest"].as_str() == args.map(ToString::to_string).as_deref()
-    })?;
-    let digest: Digest = made.data["resultDigest"].as_str()?.parse().ok()?;
-    serde_json::from_slice(&ctx.cas.resolve(&digest).await.ok()?).ok()
+    };
+    let ours: Vec<&domain::chain::Event> = events.iter().filter(this_call).collect();
+    if let Some(made) = ours.iter().find(|e| e.type_ == "tool.call" && e.data["allowed"] == true) {
+        let result = async {
+            let digest: Digest = made.data["resultDigest"].as_str()?.parse().ok()?;
+            serde_json::from_slice(&ctx.cas.resolve(&digest).await.ok()?).ok()
+        };
+        return match result.await {
+            Some(v) => Recorded::Made(v),
+            // Made, but its result is unreadable: as unknown as a call cut off.
+            None => Recorded::InFlight,
+        };
+    }
+    let started = ours.iter().filter(|e| e.type_ == TOOL_INTENT).count();
+    let ended = ours.iter().filter(|e| e.type_ == "tool.call").count();
+    if started > 0 && ended < started { Recorded::InFlight } else { Recorded::Nothing }
 }
 
 async fn checked_run(
@@ -140,6 +172,8 @@ async fn checked_run(
     spent: &mut u64,
     key: &ObjectKey,
     args: &Value,
+    id: &str,
+    args_digest: Option<&Digest>,
 ) -> Result<Value, String> {
     if let Some(named) = caller.step_tools
         && !named.contains(&key.name)
@@ -187,6 +221,24 @@ async fn checked_run(
     let Some(command) = spec.command else {
         return Err(format!("{key} has no program to run"));
     };
+    // On the chain before the program starts: a session resumed after its process died mid-call
+    // learns that the call may have taken effect, and does not make it again.
+    let intent = EventDraft {
+        type_: TOOL_INTENT.into(),
+        actor: caller.identity.actor(),
+        subject: key.to_string(),
+        data: json!({
+            "session": caller.session.to_string(),
+            "sessionUid": caller.session_uid,
+            "callId": id,
+            "argumentsDigest": args_digest.map(ToString::to_string),
+        }),
+    };
+    ctx.store()
+        .events
+        .append(intent)
+        .await
+        .map_err(|e| format!("the call could not be recorded before it ran, so it is refused: {e}"))?;
     run_program(ctx, caller, &command, args).await
 }
 

@@ -231,6 +231,11 @@ pub struct CommandHarness {
     /// sees the names; the session records which it was given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretRef>,
+    /// The program can take up a session whose process died: it is started again with a
+    /// `resume` member in its envelope (what was recorded so far) and must answer `resume`
+    /// first, accepting or refusing. Without it, such a session is Degraded instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resume: bool,
 }
 
 /// A secret of the server, by reference.

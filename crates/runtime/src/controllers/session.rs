@@ -3,6 +3,8 @@
 //! known to be gone (`liveness`: same machine, no such process), belonged to a process that died.
 //! A producing or reviewing session on a `model` harness is resumed here: its journal replays
 //! the turns already answered and its recorded tool calls, so nothing paid for is asked again.
+//! One on a `command` harness that declares `resume` is started again and told what was
+//! recorded; it accepts or refuses.
 //! Any other is marked Degraded rather than run again, so that nothing an agent did is silently
 //! repeated under its name; its Task's retry policy then decides (a new attempt, or Blocked for
 //! a person when none is left).
@@ -97,8 +99,8 @@ impl Reconciler for Sessions {
 
 impl Sessions {
     /// Whether a session cut off by its process's death can be resumed here: a producing or
-    /// reviewing session on a `model` harness, whose turns are journaled (a `command` harness
-    /// cannot be replayed, and an orchestrator's Nodes may already exist).
+    /// reviewing session on a `model` harness, whose turns are journaled, or on a `command`
+    /// harness that declares `resume` (an orchestrator's Nodes may already exist).
     async fn resumable(&self, session: &Resource) -> Result<bool> {
         let s: AgentSessionSpec = spec(session)?;
         // A session whose every resumption ends with its process is not resumed forever.
@@ -113,7 +115,13 @@ impl Sessions {
         let Some(harness) = self.ctx.get(&ObjectKey::new("Harness", &ns, &agent.harness_ref.name)).await? else {
             return Ok(false);
         };
-        Ok(spec::<HarnessSpec>(&harness)?.type_ == HarnessType::Model)
+        let harness: HarnessSpec = spec(&harness)?;
+        Ok(match harness.type_ {
+            HarnessType::Model => true,
+            // A program takes a session up only if its Harness says it can (it then still
+            // answers `resume`, and may refuse).
+            HarnessType::Command => harness.command.is_some_and(|c| c.resume),
+        })
     }
 
     /// Take over a started session whose process died, and run it again from its journal.
