@@ -23,7 +23,11 @@ pub fn default_work_dir(data_dir: &Path) -> Result<PathBuf> {
 
 /// Create the work dir (0700), end what an earlier r5e process left running, and say how this
 /// process confines harnesses. `api_port` is the API's, which every harness may connect to.
-pub fn prepare(data_dir: &Path, work_dir: Option<&Path>, api_port: Option<u16>) -> Result<(PathBuf, SandboxConfig)> {
+pub fn prepare(
+    data_dir: &Path,
+    work_dir: Option<&Path>,
+    api_port: Option<u16>,
+) -> Result<(PathBuf, SandboxConfig, Vec<runtime::sandbox::Stray>)> {
     let work = match work_dir {
         Some(w) => w.to_path_buf(),
         None => default_work_dir(data_dir)?,
@@ -34,10 +38,11 @@ pub fn prepare(data_dir: &Path, work_dir: Option<&Path>, api_port: Option<u16>) 
         .create(&work)
         .with_context(|| format!("cannot create the work dir {}", work.display()))?;
     let work = std::fs::canonicalize(&work)?;
-    let killed = runtime::sandbox::clean_strays();
-    if !killed.is_empty() {
-        tracing::warn!(processes = ?killed, "ended harness processes an earlier r5e left running");
-        eprintln!("ended {} harness process(es) an earlier r5e process left running", killed.len());
+    let strays = runtime::sandbox::clean_strays();
+    if !strays.is_empty() {
+        let killed: usize = strays.iter().map(|s| s.processes.len()).sum();
+        tracing::warn!(strays = ?strays, "ended harness processes an earlier r5e left running");
+        eprintln!("ended {killed} harness process(es) an earlier r5e process left running");
     }
     let sandbox = SandboxConfig {
         launcher: std::env::current_exe().ok(),
@@ -45,7 +50,7 @@ pub fn prepare(data_dir: &Path, work_dir: Option<&Path>, api_port: Option<u16>) 
         connect_ports: api_port.into_iter().collect(),
         cgroups: true,
     };
-    Ok((work, sandbox))
+    Ok((work, sandbox, strays))
 }
 
 /// The server's key for sessions' tokens: `<data dir>/session.key` (0600), made on first use.

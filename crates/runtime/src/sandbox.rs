@@ -583,9 +583,9 @@ impl Cgroup {
 
 /// End what earlier r5e processes left behind: every session cgroup under `r5e/` whose keeper is
 /// gone (its name starts with the pid of the r5e process that made it, which is no longer
-/// running) has its processes killed and is removed. Returns the processes killed.
-pub fn clean_strays() -> Vec<i32> {
-    let mut killed = Vec::new();
+/// running) has its processes killed and is removed. Returns what was killed, by session.
+pub fn clean_strays() -> Vec<Stray> {
+    let mut strays: Vec<Stray> = Vec::new();
     for (mount, own) in hierarchies() {
         let Ok(entries) = std::fs::read_dir(mount.join(&own).join("r5e")) else { continue };
         for entry in entries.flatten() {
@@ -595,6 +595,9 @@ pub fn clean_strays() -> Vec<i32> {
                 continue;
             }
             let cg = Cgroup { dirs: vec![entry.path()], parents: vec![mount.join(&own)] };
+            // `<pid>.<start time>.<session uid>`
+            let session_uid = name.splitn(3, '.').nth(2).unwrap_or_default().to_string();
+            let mut killed = Vec::new();
             for _ in 0..100 {
                 let members = cg.members();
                 if members.is_empty() {
@@ -610,11 +613,32 @@ pub fn clean_strays() -> Vec<i32> {
                 std::thread::sleep(Duration::from_millis(10));
             }
             let _ = std::fs::remove_dir(entry.path());
+            killed.sort_unstable();
+            killed.dedup();
+            if killed.is_empty() {
+                continue;
+            }
+            // The same session in two hierarchies (pids and memory) is one stray.
+            match strays.iter_mut().find(|s| s.session_uid == session_uid) {
+                Some(s) => {
+                    s.processes.extend(killed);
+                    s.processes.sort_unstable();
+                    s.processes.dedup();
+                }
+                None => strays.push(Stray { session_uid, processes: killed }),
+            }
         }
     }
-    killed.sort_unstable();
-    killed.dedup();
-    killed
+    strays
+}
+
+/// Processes of a session that an earlier r5e process left running, ended by [`clean_strays`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stray {
+    /// The uid of the session they belonged to.
+    pub session_uid: String,
+    /// The pids that were killed.
+    pub processes: Vec<i32>,
 }
 
 /// The cgroup name for a session run by this process: `<pid>.<start time>.<session>`, so that a

@@ -626,6 +626,54 @@ async fn store_artifact(
     Ok(local_ref(&name))
 }
 
+/// The condition a session gets when processes its harness left running after its r5e process
+/// died were found and ended by a later one.
+pub const PROCESSES_ENDED: &str = "LeftoverProcessesEnded";
+
+/// Note on each session's status the processes that [`crate::sandbox::clean_strays`] ended for
+/// it (a condition naming them), so that `r5e describe` shows what was cleaned up. A session not
+/// found (deleted since) is skipped; a write that fails is logged, never fatal.
+pub async fn record_strays(ctx: &Context, strays: &[crate::sandbox::Stray]) {
+    if strays.is_empty() {
+        return;
+    }
+    let mut token: Option<String> = None;
+    loop {
+        let query = storage::ListQuery { kind: Some("AgentSession".into()), ..Default::default() };
+        let Ok(page) = ctx.store().graph.list(query, token.as_deref()).await else { return };
+        for session in &page.items {
+            let Some(stray) = strays.iter().find(|s| session.metadata.uid.as_deref() == Some(s.session_uid.as_str()))
+            else {
+                continue;
+            };
+            let pids: Vec<String> = stray.processes.iter().map(ToString::to_string).collect();
+            let message = format!(
+                "ended {} process(es) its harness left running after the r5e process that ran it died (pids {})",
+                pids.len(),
+                pids.join(", ")
+            );
+            let written = ctx
+                .patch_status::<AgentSessionStatus, _>(&session.key(), |_, st| {
+                    crate::controllers::set_condition(
+                        &mut st.conditions,
+                        PROCESSES_ENDED,
+                        ConditionStatus::True,
+                        "EndedAtStart",
+                        &message,
+                    );
+                })
+                .await;
+            if let Err(e) = written {
+                tracing::warn!(session = %session.key(), error = %e, "cannot record the processes ended for it");
+            }
+        }
+        match page.continue_token {
+            Some(t) => token = Some(t),
+            None => return,
+        }
+    }
+}
+
 /// The event that records a model's reply to one turn of a session, before the reply is used.
 pub const MODEL_REPLY: &str = "model.reply";
 

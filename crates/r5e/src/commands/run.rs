@@ -53,11 +53,13 @@ pub async fn run(path: &Path, data: &DataDir, timeout: Duration, lease: Duration
     let base = if path.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
     let base = std::fs::canonicalize(&base).with_context(|| format!("cannot resolve {}", base.display()))?;
     let (api, api_url, stop_api) = sessions_api(&admission, &issuer).await?;
-    let (work_dir, sandbox) = crate::sessions::prepare(&data.data_dir, data.work_dir.as_deref(), Some(api.port()))?;
+    let (work_dir, sandbox, strays) =
+        crate::sessions::prepare(&data.data_dir, data.work_dir.as_deref(), Some(api.port()))?;
     let access = runtime::context::ApiAccess { url: api_url, ca_pem: None };
     let credentials = runtime::context::SessionCredentials { issuer, api: Some(access) };
     let config = Config { lease_ttl: lease, sandbox, credentials: Some(credentials), ..Config::new(base, work_dir) };
     let ctx = runtime::Context::new(admission.clone(), open_cas(data).await?, config);
+    runtime::session::record_strays(&ctx, &strays).await;
     eprintln!("running {} graph(s): {}", graphs.len(), names(&graphs));
     let rt = Runtime::start(ctx);
     let finished = follow(&admission, &graphs, start_seq, timeout).await;

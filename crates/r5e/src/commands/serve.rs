@@ -96,7 +96,7 @@ pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
         false => {
             let base = std::fs::canonicalize(&listen.base_dir)
                 .with_context(|| format!("cannot resolve --base-dir {}", listen.base_dir.display()))?;
-            let (work, sandbox) =
+            let (work, sandbox, strays) =
                 crate::sessions::prepare(&data.data_dir, data.work_dir.as_deref(), Some(addr.port()))?;
             let ca_pem = match &ca {
                 Some(path) => Some(std::fs::read_to_string(path).context("cannot read the CA certificate")?),
@@ -111,6 +111,7 @@ pub async fn run(data: &DataDir, listen: &Listen) -> Result<ExitCode> {
                 ..runtime::Config::new(base, work)
             };
             let ctx = runtime::Context::new(admission.clone(), open_cas(data).await?, config);
+            runtime::session::record_strays(&ctx, &strays).await;
             Some(runtime::Runtime::start(ctx))
         }
     };
