@@ -9,6 +9,7 @@ mod cas;
 mod events;
 mod raw;
 mod reads;
+mod recovery;
 mod report;
 mod security;
 mod state;
@@ -38,6 +39,12 @@ struct Args {
     /// Run only the governed work benchmark with 1, 2 and 3 replicas on Postgres.
     #[arg(long)]
     replicas_only: bool,
+    /// Sessions in flight at the kill in the recovery benchmark.
+    #[arg(long, default_value_t = 1000)]
+    recovery_sessions: usize,
+    /// Run only the recovery benchmark (adopting in-flight sessions after kill -9).
+    #[arg(long)]
+    recovery_only: bool,
     /// Resources in the store the state checks run on.
     #[arg(long, default_value_t = 10_000)]
     state_resources: usize,
@@ -103,6 +110,11 @@ async fn main() -> anyhow::Result<()> {
         report.print();
         return Ok(());
     }
+    if args.recovery_only {
+        recovery::run(&args, scratch.path(), &mut report).await?;
+        report.print();
+        return Ok(());
+    }
     if args.security_only {
         security::tokens(&args, &mut report).await?;
         security::sandbox_start(&args, scratch.path(), &mut report).await?;
@@ -155,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
         api::creates(&args, "Postgres", open_pg, &mut report).await?;
     }
     work::run(&args, scratch.path(), &mut report).await?;
+    recovery::run(&args, scratch.path(), &mut report).await?;
     if let Some(admin) = &pg {
         work::replicas(&args, admin, scratch.path(), &mut report).await?;
     }

@@ -35,7 +35,12 @@ fn reflect() -> Value {
 }
 
 /// The agents and `n` Nodes of one run, applied before the clock starts.
-async fn setup(admission: &Admission, n: usize) -> Result<()> {
+pub(crate) async fn setup(admission: &Admission, n: usize) -> Result<()> {
+    setup_with(admission, n, 64).await
+}
+
+/// [`setup`], each agent allowed `sessions` sessions at once.
+pub(crate) async fn setup_with(admission: &Admission, n: usize, sessions: usize) -> Result<()> {
     let who = Identity::user("bench", &["admins"]);
     let writer = scripted(
         "writer-v1",
@@ -50,13 +55,13 @@ async fn setup(admission: &Admission, n: usize) -> Result<()> {
         manifest(
             "Agent",
             "writer",
-            json!({"role": "Task", "harnessRef": {"name": "writer"}, "maxConcurrentSessions": 64,
+            json!({"role": "Task", "harnessRef": {"name": "writer"}, "maxConcurrentSessions": sessions,
                    "capabilities": ["work"], "model": {"provider": "sim-a", "name": "writer-v1"}}),
         ),
         manifest(
             "Agent",
             "reviewer",
-            json!({"role": "Reviewer", "harnessRef": {"name": "reviewer"}, "maxConcurrentSessions": 64,
+            json!({"role": "Reviewer", "harnessRef": {"name": "reviewer"}, "maxConcurrentSessions": sessions,
                    "model": {"provider": "sim-b", "name": "reviewer-v1"}}),
         ),
         manifest("Graph", "g", json!({"authority": {"capabilities": ["work"]}})),
@@ -170,6 +175,7 @@ async fn one_replicated_run(
     setup(&Admission::new(first.clone()), n).await?;
     let after = first.events.head().await?.seq;
     let mut events = first.events.stream(after);
+    let cpu = (cpu_seconds(|comm| comm == "postgres"), cpu_seconds(|comm| comm == "r5e-bench"));
     let start = Instant::now();
     let mut running = Vec::new();
     for (store, cas, work) in planes {
@@ -191,10 +197,40 @@ async fn one_replicated_run(
         }
     }
     let elapsed = start.elapsed();
+    let (postgres, bench) =
+        (cpu_seconds(|comm| comm == "postgres") - cpu.0, cpu_seconds(|comm| comm == "r5e-bench") - cpu.1);
+    let events = first.events.head().await?.seq - after;
+    eprintln!(
+        "  {replicas} replica(s): {:.0} events/s on the chain; CPU over {:.1} s: Postgres {:.2} cores, r5e {:.2} cores (of {})",
+        events as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        postgres / elapsed.as_secs_f64(),
+        bench / elapsed.as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
     for rt in running {
         rt.stop().await;
     }
     Ok((elapsed, first))
+}
+
+/// CPU seconds used so far by the processes of this machine whose command name passes `name`
+/// (user and system time from `/proc/<pid>/stat`, at the usual 100 ticks a second).
+fn cpu_seconds(name: impl Fn(&str) -> bool) -> f64 {
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // `pid (comm) state ppid ...`: comm may hold spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        if !name(&stat[open + 1..close]) {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the state.
+        let used = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        ticks += used(11) + used(12);
+    }
+    ticks as f64 / 100.0
 }
 
 /// Governed work items per second on one Postgres with 1, 2 and 3 replicas, beside the same event
